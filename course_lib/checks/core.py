@@ -1,0 +1,431 @@
+"""Checking gradients: against torch, against finite differences, with messages that teach.
+
+Test cells in the notebooks are written with `suite`:
+
+    with suite("test_affine_hidden") as t:
+        x, w, b = t.randn(5, 3), t.randn(3, 4), t.randn(4)
+        t.check_vjp(affine, lambda x, w, b: x @ w + b, {"x": x, "w": w, "b": b})
+
+The same cell text runs in two places. In the student's kernel (Validate, plain nbgrader,
+`course check`) `t.run` calls the student's code and the cell raises on a wrong answer. Under
+`course grade` the kernel also writes what the student's code returned (data, never code) and
+the trusted grader runs the cell again with `t.run` replaying that data, recomputing every
+verdict with torch outside the kernel. Only `t.run` touches student code; everything else in
+a test cell is the course's own and runs identically in both places.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import warnings
+
+import numpy as np
+
+from course_lib import guard
+from course_lib.grading import records
+from course_lib.grading.records import Raised, Unsupported
+
+RTOL, ATOL = 1e-6, 1e-8          # analytic gradients against torch
+FD_RTOL, FD_ATOL = 1e-4, 1e-6    # finite differences
+
+GRADING_DIR_ENV = "COURSE_GRADING_DIR"  # set by `course grade` inside the sandbox only
+
+
+class GradeError(AssertionError):
+    """A wrong answer, with a message meant for the student."""
+
+
+# ---- where inputs come from and where outputs go ---------------------------------------------
+
+def default_seed(test_id: str) -> int:
+    """Fixed inputs for Validate, plain nbgrader and `course check`."""
+    return int.from_bytes(hashlib.sha256(test_id.encode()).digest()[:8], "little")
+
+
+class _Live:
+    """In the student's kernel: call their code, optionally record what it returned."""
+
+    def __init__(self):
+        self.directory = os.environ.get(GRADING_DIR_ENV)
+        self.seeds = {}
+        if self.directory:
+            with contextlib.suppress(OSError, ValueError):
+                with open(os.path.join(self.directory, "seeds.json")) as f:
+                    self.seeds = json.load(f)
+
+    def seed(self, test_id: str) -> int:
+        return int(self.seeds.get(test_id, default_seed(test_id)))
+
+    def run(self, test_id, index, label, thunk, student_objects):
+        error = None
+        not_own = [o for o in student_objects if getattr(o, "__module__", None) != "__main__"]
+        if not_own:
+            result = Raised(_not_own_message(label, not_own[0]))
+        else:
+            try:
+                with guard.student_code(), quiet():
+                    result = thunk()
+            except Exception as e:  # the student's bug: recorded, then shown with its traceback
+                result, error = Raised(f"{type(e).__name__}: {e}"), e
+        if self.directory:
+            records.write_probe(os.path.join(self.directory, "records"), test_id, index, result)
+        if error is not None:
+            raise error
+        return _unwrap(label, records.roundtrip(result))
+
+
+class _Replay:
+    """In the trusted grader: the student's outputs come from the records, never from code."""
+
+    def __init__(self, tree: dict, seed_of):
+        self.tree, self.seed_of = tree, seed_of
+
+    def seed(self, test_id: str) -> int:
+        return self.seed_of(test_id)
+
+    def run(self, test_id, index, label, thunk, student_objects):
+        files = records.probe_files(self.tree, test_id, index)
+        if not files:
+            raise GradeError(f"{label}: no result was recorded (the notebook stopped before this "
+                             "check ran: an earlier error, a timeout or a crashed kernel).")
+        try:
+            value = records.load_files(files)
+        except Exception:
+            raise GradeError(f"{label}: the recorded result is unreadable.") from None
+        return _unwrap(label, value)
+
+
+_backend = None  # None: live; a _Replay while course_lib.grading.verdicts replays a cell
+
+
+def _unwrap(label, value):
+    if isinstance(value, Raised):
+        raise GradeError(f"{label}: your code raised {value.message}")
+    return value
+
+
+def _not_own_message(label, obj) -> str:
+    name = getattr(obj, "__name__", type(obj).__name__)
+    module = getattr(obj, "__module__", "?")
+    return (f"NotYourOwn: `{name}` comes from `{module}`, not from this notebook. {label} grades "
+            "your own implementation: define it in a cell of this notebook.")
+
+
+@contextlib.contextmanager
+def quiet():
+    """No warnings, no stderr: nbgrader zeroes a test cell that writes to stderr."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+# ---- the suite a test cell opens ---------------------------------------------------------------
+
+class Suite:
+    def __init__(self, test_id: str, backend):
+        if not records.SAFE_ID.match(test_id):
+            raise ValueError(f"bad test id {test_id!r}")
+        self.test_id, self.backend = test_id, backend
+        self.rng = np.random.default_rng(backend.seed(test_id))
+        self.probes = 0
+
+    # inputs (drawn in the same order in the kernel and in the grader)
+    def randn(self, *shape, scale=1.0):
+        return scale * self.rng.standard_normal(shape)
+
+    def uniform(self, low, high, *shape):
+        return self.rng.uniform(low, high, shape)
+
+    def away_from_zero(self, *shape, margin=0.05, scale=1.0):
+        """Normal values with |v| >= margin: no kinks for relu and friends."""
+        x = self.randn(*shape, scale=scale)
+        return np.where(np.abs(x) < margin, np.copysign(margin, x) + x, x)
+
+    def labels(self, n, classes):
+        return self.rng.integers(0, classes, size=n).astype(np.int64)
+
+    def cotangent(self, shape):
+        """A random upstream gradient: never all ones, which hides transposes and orderings."""
+        return self.randn(*shape) if shape != () else np.float64(self.rng.uniform(0.5, 2.0))
+
+    # the only door to student code
+    def run(self, thunk, *student_objects, label=None):
+        """Run `thunk()` as student code; return what it returned (as the grader sees it)."""
+        label = label or self.test_id
+        index, self.probes = self.probes, self.probes + 1
+        return self.backend.run(self.test_id, index, label, thunk, student_objects)
+
+    # common checks
+    def check_vjp(self, f, torch_f, inputs: dict, *, name=None, grads=None, g=None,
+                  hints=None, rtol=RTOL, atol=ATOL):
+        """`f(*inputs) -> (out, vjp)`; `vjp(g)` returns the gradients of `grads` (in order).
+
+        Compares out and every gradient with torch, asserts shapes, checks that `vjp` gives
+        the same answer twice and that `f` left its inputs unchanged.
+        """
+        name = name or getattr(f, "__name__", "function")
+        grads = list(grads if grads is not None else inputs)
+        out, expected = torch_vjp(torch_f, inputs, grads, g=g, rng=self)
+        g = out["g"]
+        got = self.run(lambda: call_vjp(f, inputs, g, len(grads)), f, label=name)
+        check_vjp_result(name, got, out["out"], expected, inputs, grads, hints or {},
+                         rtol=rtol, atol=atol)
+
+    def check_values(self, f, expected_f, args: tuple, *, name=None, hint=None,
+                     rtol=RTOL, atol=ATOL, what="result"):
+        """`f(*args)` must equal `expected_f(*args)` (an array or a number)."""
+        name = name or getattr(f, "__name__", "function")
+        expected = expected_f(*args)
+        got = self.run(lambda: _call_copied(f, args), f, label=name)
+        assert_unchanged(name, got["args"], args)
+        assert_close(got["out"], expected, what=f"{name}: {what}", hint=hint, rtol=rtol, atol=atol)
+
+
+@contextlib.contextmanager
+def suite(test_id: str):
+    """Open a test cell's checks; `test_id` is the cell's nbgrader grade_id."""
+    t = Suite(test_id, _backend or _Live())
+    with quiet():
+        yield t
+    if t.probes == 0:
+        raise RuntimeError(f"course bug: test cell {test_id} ran no check through t.run")
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def _call_copied(f, args):
+    args = tuple(_copy(a) for a in args)
+    return {"out": f(*args), "args": args}
+
+
+def call_vjp(f, inputs: dict, g, n_grads: int):
+    """Student side of a VJP check: forward, then the vjp twice (it may be called again)."""
+    args = tuple(_copy(v) for v in inputs.values())
+    out, vjp = f(*args)
+    first = vjp(_copy(g))
+    second = vjp(_copy(g))
+    return {"out": out, "grads": first, "again": second, "args": args}
+
+
+# ---- torch references (run outside student code) --------------------------------------------
+
+def torch_vjp(torch_f, inputs: dict, grads, *, g=None, rng=None):
+    """Evaluate `torch_f` in float64 and its VJP with a random (or given) cotangent."""
+    import torch
+
+    tensors = {k: torch.tensor(v, dtype=torch.float64 if np.asarray(v).dtype.kind == "f"
+                               else torch.int64, requires_grad=k in grads)
+               for k, v in inputs.items()}
+    out = torch_f(*tensors.values())
+    shape = tuple(out.shape)
+    if g is None:
+        g = rng.cotangent(shape) if rng is not None else np.random.default_rng(0).standard_normal(shape)
+    wrt = [tensors[k] for k in grads]
+    got = torch.autograd.grad(out, wrt, grad_outputs=torch.as_tensor(g, dtype=torch.float64),
+                              allow_unused=True)
+    expected = [np.zeros(tensors[k].shape) if v is None else v.detach().numpy()
+                for k, v in zip(grads, got)]
+    return {"out": out.detach().numpy(), "g": g}, expected
+
+
+def check_vjp_result(name, got, out, expected, inputs, grads, hints, rtol=RTOL, atol=ATOL):
+    assert_close(got["out"], out, what=f"{name}: forward output", rtol=rtol, atol=atol,
+                 hint=hints.get("out"))
+    for key in ("grads", "again"):
+        received = got[key]
+        if len(grads) == 1 and not isinstance(received, (tuple, list)):
+            received = (received,)
+        if not isinstance(received, (tuple, list)) or len(received) != len(grads):
+            raise GradeError(f"{name}: vjp(g) must return {_describe_grads(grads)}; "
+                             f"it returned {_describe(got[key])}.")
+        for arg, r, e in zip(grads, received, expected):
+            again = " (on a second call of vjp)" if key == "again" else ""
+            assert_close(r, e, what=f"{name}: gradient with respect to {arg}{again}",
+                         rtol=rtol, atol=atol, hint=hints.get(arg), context=inputs)
+    assert_unchanged(name, got["args"], tuple(inputs.values()), names=list(inputs))
+
+
+def _describe_grads(grads):
+    if len(grads) == 1:
+        return f"one array (the gradient for {grads[0]})"
+    return f"a tuple of {len(grads)} arrays ({', '.join('g' + k for k in grads)})"
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}" if not isinstance(value, Unsupported) else repr(value)
+
+
+def assert_unchanged(name, after, before, names=None):
+    names = names or [f"argument {i + 1}" for i in range(len(before))]
+    for arg, a, b in zip(names, after, before):
+        if isinstance(b, np.ndarray) and not (isinstance(a, np.ndarray) and a.shape == b.shape
+                                              and np.array_equal(a, b, equal_nan=True)):
+            raise GradeError(f"{name} modified its input {arg} in place. Graded functions must "
+                             "not change their arguments: work on a copy (x = x.copy()) or "
+                             "use out-of-place operations (x = x + 1, not x += 1).")
+
+
+# ---- comparing one array, and explaining the difference --------------------------------------
+
+def _as_array(received, expected, what):
+    if isinstance(received, Raised):
+        raise GradeError(f"{what}: your code raised {received.message}")
+    if isinstance(received, Unsupported):
+        raise GradeError(f"{what}: expected a numpy array, got {received!r}. Return numpy "
+                         "float64 arrays (torch tensors and other objects are not accepted).")
+    if isinstance(received, (bool, np.bool_)) or received is None or isinstance(received, str):
+        raise GradeError(f"{what}: expected a number or array, got {received!r}.")
+    if isinstance(received, (list, tuple, dict)):
+        raise GradeError(f"{what}: expected a numpy array of shape {np.shape(expected)}, got "
+                         f"{_describe(received)}.")
+    r = np.asarray(received)
+    if r.dtype.kind not in "fiu":
+        raise GradeError(f"{what}: expected float64 values, got dtype {r.dtype}.")
+    if r.dtype.kind == "f" and r.dtype != np.float64 and r.ndim > 0:
+        raise GradeError(f"{what}: got {r.dtype}; keep everything in float64 (float32 has ~7 "
+                         "digits, too few to check gradients).")
+    return r.astype(np.float64)
+
+
+def assert_close(received, expected, *, what, rtol=RTOL, atol=ATOL, hint=None, context=None):
+    """Shapes first, then values; the message names the worst index and suggests a cause."""
+    e = np.asarray(expected, dtype=np.float64)
+    r = _as_array(received, e, what)
+    if r.shape != e.shape:
+        raise GradeError(f"{what}: expected shape {e.shape}, got {r.shape}."
+                         + _hint(shape_hint(r, e) or hint))
+    if not np.all(np.isfinite(r[np.isfinite(e)])):
+        idx = _index(np.argmax(~np.isfinite(r) & np.isfinite(e)), e.shape)
+        raise GradeError(f"{what}: got {r[idx]} at index {idx} where {float(e[idx]):.6g} was "
+                         "expected." + _hint(hint or "an intermediate overflowed: use a "
+                                             "numerically stable formula (e.g. subtract the max "
+                                             "before exp, or use exp(-|x|))."))
+    excess = np.abs(r - e) - (atol + rtol * np.abs(e))
+    excess = np.where(np.isnan(excess), np.inf, excess)
+    if e.size == 0 or excess.max() <= 0:
+        return
+    idx = _index(np.argmax(excess), e.shape)
+    where = f" at index {idx}" if e.ndim else ""
+    raise GradeError(f"{what} is wrong{where}: expected {float(e[idx]):.6g}, received "
+                     f"{float(r[idx]):.6g} (rtol={rtol:g}, atol={atol:g})."
+                     + _hint(value_hint(r, e, context) or hint))
+
+
+def _index(flat, shape):
+    return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+
+
+def _hint(text):
+    return f" Hint: {text}" if text else ""
+
+
+def shape_hint(r, e):
+    if r.ndim == 2 and r.shape == e.shape[::-1]:
+        return "the shape is transposed: check the order of the matrix product (for y = x @ w, " \
+               "dL/dx = g @ w.T and dL/dw = x.T @ g)."
+    if r.size > e.size and _broadcastable(e.shape, r.shape):
+        return "this input was broadcast in the forward pass, so its gradient is the upstream " \
+               "gradient summed over the broadcast axes (unbroadcast)."
+    if r.size == e.size:
+        return "same number of elements, different layout: a reshape or transpose is missing."
+    if r.size < e.size:
+        return "the gradient of an input has exactly that input's shape: was something summed " \
+               "or averaged that should not have been, or along the wrong axis?"
+    return None
+
+
+def _broadcastable(small, big):
+    small = (1,) * (len(big) - len(small)) + tuple(small)
+    return len(small) == len(big) and all(s in (1, b) for s, b in zip(small, big))
+
+
+def value_hint(r, e, context=None):
+    """Recognise the usual mistakes: a sign, a factor 2 or N, a transpose."""
+    if r.ndim == 2 and r.shape[0] == r.shape[1] and r.shape[0] > 1 and np.allclose(r, e.T):
+        return "this is the transpose of the right answer: check the order of a matrix product."
+    denom = float(np.vdot(e, e))
+    if denom > 0:
+        c = float(np.vdot(r, e)) / denom
+        if np.allclose(r, c * e, rtol=1e-5, atol=1e-10 * max(1.0, np.abs(e).max())):
+            return _factor_hint(c, context)
+    if np.all(r == 0):
+        return "all zeros: is the upstream gradient g multiplied in, and does the mask or " \
+               "derivative point the right way?"
+    return None
+
+
+def _factor_hint(c, context):
+    sizes = {int(np.asarray(v).shape[0]) for v in (context or {}).values()
+             if np.ndim(v) > 0 and np.asarray(v).shape[0] > 1}
+    sizes |= {int(np.size(v)) for v in (context or {}).values() if np.size(v) > 1}
+    if abs(c + 1) < 1e-4:
+        return "the sign is flipped."
+    if abs(c - 2) < 1e-4 or abs(c - 0.5) < 1e-4:
+        return f"off by a factor of {c:g}: check the constant from the power rule " \
+               "(d/dx x**2 = 2x) or a doubled term."
+    for n in sorted(sizes):
+        if abs(c - n) < 1e-6 * n:
+            return f"{n} times too large: a mean divides by the number of elements ({n}); " \
+                   "its gradient does too."
+        if abs(c - 1 / n) < 1e-6:
+            return f"{n} times too small: is the 1/{n} of a mean applied twice?"
+    return f"off by a constant factor {c:.6g}."
+
+
+# ---- finite differences and the compare-every-intermediate table ----------------------------
+
+def numerical_gradient(f, x, eps=1e-6):
+    """Reference central differences of scalar `f` at float64 array `x` (x is left unchanged)."""
+    guard.refuse("course_lib.checks.numerical_gradient")
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + eps
+        plus = float(f(x))
+        x[idx] = old - eps
+        minus = float(f(x))
+        x[idx] = old
+        grad[idx] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def check_finite_differences(f, x, analytic, *, what="gradient", eps=1e-6,
+                             rtol=FD_RTOL, atol=FD_ATOL):
+    """Assert an analytic gradient of scalar `f` agrees with central differences."""
+    assert_close(analytic, numerical_gradient(f, x, eps), what=f"{what} (finite differences)",
+                 rtol=rtol, atol=atol)
+
+
+def compare_table(rows, rtol=RTOL, atol=ATOL, print_fn=print):
+    """Print name | shape | exact | close | max diff for (name, ours, reference) rows.
+
+    Returns True when every row is close, so a notebook can `assert compare_table(...)`.
+    """
+    lines = [f"{'name':<12} {'shape':<12} {'exact':<6} {'close':<6} max diff"]
+    all_close = True
+    for name, ours, ref in rows:
+        ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(_numpy(ref), dtype=np.float64)
+        same_shape = ours.shape == ref.shape
+        exact = same_shape and bool(np.array_equal(ours, ref))
+        close = same_shape and bool(np.allclose(ours, ref, rtol=rtol, atol=atol))
+        diff = float(np.max(np.abs(ours - ref))) if same_shape and ref.size else float("nan")
+        all_close &= close
+        lines.append(f"{name:<12} {str(ref.shape):<12} {str(exact):<6} {str(close):<6} {diff:.2e}")
+    print_fn("\n".join(lines))
+    return all_close
+
+
+def _numpy(value):
+    detach = getattr(value, "detach", None)
+    return detach().numpy() if detach else value

@@ -1,0 +1,138 @@
+"""The `course` command: the instructor's loop and the learner's check, on nbgrader's API."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+VERBS = {}
+
+
+def verb(name, help_text):
+    def register(fn):
+        VERBS[name] = (fn, help_text)
+        return fn
+    return register
+
+
+def _course(args):
+    from course_lib.grading.course import Course
+    return Course(args.root, db_url=args.db)
+
+
+def _assignments(course, assignment):
+    if assignment is None:
+        return course.assignments()
+    if assignment not in course.assignments():
+        raise SystemExit(f"unknown assignment {assignment!r}; known: {', '.join(course.assignments())}")
+    return [assignment]
+
+
+@verb("release", "generate the student versions into release/ (nbgrader generate_assignment)")
+def cmd_release(args):
+    from course_lib.grading import release
+    course = _course(args)
+    for a in _assignments(course, args.assignment):
+        release.release(course, a)
+        print(f"released {a} -> release/{a}/")
+
+
+@verb("grade", "autograde everything in submitted/ (sandboxed, parallel, resumable)")
+def cmd_grade(args):
+    from course_lib.grading import pipeline, report
+    from course_lib.grading.sandbox import Limits
+    course = _course(args)
+    if args.assignment:
+        _assignments(course, args.assignment)
+    limits = Limits(cell_timeout=args.timeout)
+    result = pipeline.grade(course, args.assignment, students=args.student, workers=args.workers,
+                            scheduler=args.scheduler, sandbox=args.sandbox, limits=limits,
+                            force=args.force, progress=not args.quiet)
+    print(result.summary())
+    print(report.score_table(pipeline.scores(course, args.assignment)))
+    return 1 if result.count("failed") else 0
+
+
+@verb("feedback", "write feedback/<student>/<assignment>/<notebook>.html (no hidden tests shown)")
+def cmd_feedback(args):
+    from course_lib.grading import feedback
+    course = _course(args)
+    written = feedback.generate(course, args.assignment, students=args.student)
+    print(f"wrote {len(written)} feedback page(s) under feedback/")
+
+
+@verb("export", "write grades.csv (and grades.png) at the course root")
+def cmd_export(args):
+    from course_lib.grading import report
+    course = _course(args)
+    path = report.export(course)
+    print(f"wrote {os.path.relpath(path)}")
+
+
+@verb("demo", "the whole instructor loop on a made-up class, then a score table")
+def cmd_demo(args):
+    from course_lib.grading import demo
+    return demo.run(root=args.root, workers=args.workers, sandbox=args.sandbox)
+
+
+@verb("check", "grade your own notebook with the hidden tests (self-study; no gradebook)")
+def cmd_check(args):
+    from course_lib.grading import selfcheck
+    return selfcheck.check(args.notebook, root=args.root, sandbox=args.sandbox,
+                           verbose=args.verbose)
+
+
+@verb("walkthrough", "build the static HTML walkthrough of the solved notebooks")
+def cmd_walkthrough(args):
+    from course_lib import walkthrough
+    from course_lib.grading.course import find_root
+    out = walkthrough.build(args.root or find_root(), args.output)
+    print(f"walkthrough written to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="course", description="Backprop from Scratch: release, grade, feedback, export, "
+        "demo; and `course check` for learners.")
+    parser.add_argument("--root", help="course folder (default: found from the current folder)")
+    parser.add_argument("--db", help="gradebook URL (default: sqlite:///<root>/gradebook.db; "
+                        "e.g. postgresql+psycopg2://user@host/db)")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, (fn, help_text) in VERBS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(fn=fn)
+        if name in ("release", "grade", "feedback"):
+            p.add_argument("assignment", nargs="?", help="one assignment (default: all)")
+        if name in ("grade", "feedback"):
+            p.add_argument("--student", action="append", help="only this student (repeatable)")
+        if name in ("grade", "demo"):
+            p.add_argument("--workers", type=int, default=0,
+                           help="parallel sandboxes (default: number of cores)")
+        if name == "grade":
+            p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786) to "
+                           "grade on a cluster; default: local processes")
+            p.add_argument("--timeout", type=int, default=60, help="seconds per cell (60)")
+            p.add_argument("--force", action="store_true", help="re-execute even cached results")
+            p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "check":
+            p.add_argument("notebook", help="path to your notebook (any file name)")
+            p.add_argument("-v", "--verbose", action="store_true", help="show every message")
+        if name == "walkthrough":
+            p.add_argument("--output", default=None, help="folder (default: <root>/walkthrough)")
+        if name in ("grade", "demo", "check"):
+            g = p.add_mutually_exclusive_group()
+            g.add_argument("--sandbox", dest="sandbox", action="store_true", default=None,
+                           help="require the bubblewrap sandbox")
+            g.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                           help="run kernels unsandboxed (trusted notebooks only)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    code = args.fn(args)
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""`course feedback`: nbgrader's feedback pages, with hidden tests reduced to their verdicts.
+
+The autograded notebooks already hold only our verdict messages in test cells (no traceback
+into test code); here the hidden regions of the test cells' text are removed as well.
+"""
+from __future__ import annotations
+
+import os
+
+from traitlets.config import Config
+
+from course_lib.grading.course import Course
+
+FEEDBACK_PREPROCESSORS = [
+    "nbgrader.preprocessors.GetGrades",
+    "course_lib.grading.preprocessors.HideHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
+
+
+def generate(course: Course, assignment: str | None = None, students=None) -> list[str]:
+    extra = Config()
+    extra.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS
+    api = course.api(extra)
+    autograded = course.path("autograded")
+    written = []
+    for student in sorted(os.listdir(autograded)) if os.path.isdir(autograded) else []:
+        if students and student not in students:
+            continue
+        for a in sorted(os.listdir(os.path.join(autograded, student))):
+            if (assignment and a != assignment) or not os.path.isdir(os.path.join(autograded, student, a)):
+                continue
+            result = api.generate_feedback(a, student, force=True)
+            if not result["success"]:
+                raise RuntimeError(f"feedback for {student}/{a} failed: {result.get('error')}")
+            folder = course.path("feedback", student, a)
+            written += [os.path.join(folder, f) for f in sorted(os.listdir(folder))
+                        if f.endswith(".html")]
+    return written

@@ -1,0 +1,135 @@
+"""nbgrader preprocessors of our own: restore cells, inject trusted verdicts, hide hidden tests."""
+from __future__ import annotations
+
+import nbformat
+from nbgrader import utils
+from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, OverwriteCells
+
+from course_lib.grading.verdicts import Verdict
+
+HIDDEN_NOTE = "# Hidden tests ran here. Your result is shown below."
+
+
+def _grade_id(cell):
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+class RestoreCells(OverwriteCells):
+    """nbgrader's OverwriteCells with a correct way of putting deleted grade cells back.
+
+    nbgrader 0.9.6 looks up the cell before a deleted one among *graded* cells only, so a
+    deleted test cell that follows a locked markdown cell raises KeyError. Here a missing
+    cell goes after the nearest earlier course cell still present (any kind), or before the
+    nearest later one, or first.
+    """
+
+    def add_missing_grade_cells(self, nb, resources):
+        source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+        order = [cell.name for cell in source_nb.source_cells]
+        solution_ids = {cell.name for cell in source_nb.solution_cells}
+        sources = {cell.name: cell for cell in source_nb.source_cells}
+        for grade_cell in sorted(source_nb.grade_cells, key=lambda c: _position(order, c.name)):
+            if any(_grade_id(cell) == grade_cell.name for cell in nb.cells):
+                continue
+            self.log.warning("Missing grade cell %s encountered, adding to notebook",
+                             grade_cell.name)
+            new_cell = self.missing_cell_transform(sources[grade_cell.name], grade_cell.max_score,
+                                                   is_solution=grade_cell.name in solution_ids)
+            nb.cells.insert(_insert_at(nb, order, grade_cell.name), new_cell)
+        return nb, resources
+
+
+def _position(order, name):
+    return order.index(name) if name in order else len(order)
+
+
+def _insert_at(nb, order, name) -> int:
+    present = {_grade_id(cell): i for i, cell in enumerate(nb.cells) if _grade_id(cell)}
+    pos = _position(order, name)
+    for earlier in reversed(order[:pos]):
+        if earlier in present:
+            return present[earlier] + 1
+    for later in order[pos + 1:]:
+        if later in present:
+            return present[later]
+    return 0
+
+
+def verdict_output(verdict: Verdict):
+    """The only output a graded test cell keeps: our message, no traceback into test code."""
+    return nbformat.v4.new_output("error", ename="AssertionError", evalue=verdict.message,
+                                  traceback=[f"AssertionError: {verdict.message}"])
+
+
+SAFE_MIMETYPES = ("text/plain", "image/png", "image/jpeg")
+
+
+def safe_outputs(outputs):
+    """Keep text and images only: no HTML or JavaScript from a student's kernel reaches a
+    browser (the formgrader's or a feedback page)."""
+    kept = []
+    for out in outputs:
+        if out.get("output_type") in ("display_data", "execute_result"):
+            out["data"] = {k: v for k, v in out.get("data", {}).items() if k in SAFE_MIMETYPES}
+            out["metadata"] = {}
+            if not out["data"]:
+                continue
+        kept.append(out)
+    return kept
+
+
+class InjectResults(NbGraderPreprocessor):
+    """Stands in for nbgrader's Execute: the notebook was executed in a sandbox beforehand.
+
+    `results[(student, assignment, notebook)]` holds the executed notebook and the trusted
+    verdict of every test cell; the cells' outputs are replaced so that nbgrader's
+    SaveAutoGrades scores exactly our verdicts.
+    """
+
+    results: dict = {}
+
+    def preprocess(self, nb, resources):
+        info = resources["nbgrader"]
+        executed, verdicts = self.results[(info["student"], info["assignment"], info["notebook"])]
+        by_id = {_grade_id(cell): cell for cell in executed.cells if _grade_id(cell)}
+        for cell in nb.cells:
+            grade_id = _grade_id(cell)
+            ran = by_id.get(grade_id) if grade_id else None
+            if cell.cell_type != "code":
+                continue
+            if ran is not None and ran.cell_type == "code":
+                cell.outputs = safe_outputs(ran.outputs)
+                cell.execution_count = ran.execution_count
+            if grade_id in verdicts:
+                verdict = verdicts[grade_id]
+                cell.outputs = [out for out in cell.outputs if out.output_type == "stream"
+                                and out.get("name") == "stdout"][:1] if verdict.passed else []
+                if not verdict.passed:
+                    cell.outputs.append(verdict_output(verdict))
+        self._copy_unlabelled(nb, executed)
+        return nb, resources
+
+    @staticmethod
+    def _copy_unlabelled(nb, executed):
+        """Outputs of ordinary code cells, matched by position among unlabelled code cells."""
+        plain = [c for c in nb.cells if c.cell_type == "code" and not _grade_id(c)]
+        ran = [c for c in executed.cells if c.cell_type == "code" and not _grade_id(c)]
+        for cell, done in zip(plain, ran):
+            cell.outputs = safe_outputs(done.outputs)
+            cell.execution_count = done.execution_count
+
+
+class HideHiddenTests(ClearHiddenTests):
+    """For feedback: a hidden test region becomes one comment line; no test text is shown."""
+
+    enforce_metadata = False
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
+            self._remove_hidden_test_region(cell)
+            cell.source = (cell.source.rstrip() + "\n" + HIDDEN_NOTE).strip()
+        return cell, resources
+
+
+def is_test_cell(cell) -> bool:
+    return utils.is_grade(cell) and not utils.is_solution(cell) and cell.cell_type == "code"

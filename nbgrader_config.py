@@ -1,0 +1,30 @@
+"""nbgrader configuration for Backprop from Scratch (read by nbgrader and by `course`)."""
+import os
+
+c = get_config()  # noqa: F821 (provided by nbgrader's config loader)
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+c.CourseDirectory.course_id = "backprop-from-scratch"
+c.CourseDirectory.root = ROOT
+# SQLite next to this file by default; point at PostgreSQL with `course --db URL` or here.
+c.CourseDirectory.db_url = os.environ.get("COURSE_DB_URL", "sqlite:///" + os.path.join(ROOT, "gradebook.db"))
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".grading"]
+
+# Plain `nbgrader autograde` / Validate: a cell may run for a minute at most.
+c.Execute.timeout = 60
+c.Execute.interrupt_on_timeout = True
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Deleted or edited test cells come back at grading; ours also handles a deleted test cell
+# that follows a locked markdown cell (nbgrader 0.9.6 raises KeyError there).
+c.OverwriteCells.add_missing_cells = True
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "course_lib.grading.preprocessors.RestoreCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]

@@ -1,0 +1,142 @@
+"""Shared helpers for the test suite: notebooks, mutated submissions, throwaway courses."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+
+import nbformat
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = {
+    "01_chain_rule": "chain_rule",
+    "02_manual_backprop": "manual_backprop",
+    "03_mlp_backward": "mlp_backward",
+    "04_autodiff_engine": "autodiff_engine",
+}
+
+
+def source_path(assignment: str) -> str:
+    return os.path.join(REPO, "source", assignment, NOTEBOOKS[assignment] + ".ipynb")
+
+
+def release_path(assignment: str) -> str:
+    return os.path.join(REPO, "release", assignment, NOTEBOOKS[assignment] + ".ipynb")
+
+
+def read(path: str):
+    return nbformat.read(path, as_version=4)
+
+
+def grade_id(cell):
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+def cell_by_id(nb, gid):
+    for cell in nb.cells:
+        if grade_id(cell) == gid:
+            return cell
+    raise KeyError(gid)
+
+
+def is_test(cell) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("grade")) and not meta.get("solution") and cell.cell_type == "code"
+
+
+def mutate(nb, gid: str, old: str, new: str):
+    """A copy of `nb` whose cell `gid` has `old` replaced by `new` (which must occur)."""
+    nb = nbformat.from_dict(nb)
+    cell = cell_by_id(nb, gid)
+    assert old in cell.source, f"{old!r} not in cell {gid}"
+    cell.source = cell.source.replace(old, new)
+    return nb
+
+
+def replace_cell(nb, gid: str, source: str):
+    nb = nbformat.from_dict(nb)
+    cell_by_id(nb, gid).source = source
+    return nb
+
+
+def run_in_process(nb, skip_untagged: bool = False) -> dict:
+    """Execute a notebook's code cells in this process; {test grade_id: (score, max, error)}.
+
+    Fast (no kernel): for checking typical mistakes. Test cells score all or nothing, as
+    under nbgrader. `skip_untagged` skips ordinary cells (training loops, plots) for speed.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    namespace = {"__name__": "__main__"}
+    scores = {}
+    main = sys.modules["__main__"]
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if skip_untagged and grade_id(cell) is None:
+            continue
+        source = _strip_magics(cell.source)
+        error = None
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                exec(compile(source, f"<cell {grade_id(cell)}>", "exec"), namespace)
+            except BaseException as e:  # noqa: BLE001 (a notebook cell may raise anything)
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                error = f"{type(e).__name__}: {e}"
+        plt.close("all")
+        if is_test(cell):
+            points = float(cell.metadata["nbgrader"]["points"])
+            scores[grade_id(cell)] = (0.0 if error else points, points, error)
+    del main
+    return scores
+
+
+def _strip_magics(source: str) -> str:
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                     for line in source.splitlines())
+
+
+def total(scores: dict) -> tuple[float, float]:
+    return sum(s for s, _, *_ in scores.values()), sum(m for _, m, *_ in scores.values())
+
+
+# ---- throwaway courses for the grading pipeline -------------------------------------------------
+
+def make_course(root: str, assignments=tuple(NOTEBOOKS), release: bool = True):
+    from course_lib.grading.course import Course
+    os.makedirs(os.path.join(root, "source"), exist_ok=True)
+    shutil.copy(os.path.join(REPO, "nbgrader_config.py"), root)
+    for a in assignments:
+        shutil.copytree(os.path.join(REPO, "source", a), os.path.join(root, "source", a),
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    course = Course(root)
+    if release:
+        for a in assignments:
+            result = course.api().generate_assignment(a)
+            assert result["success"], result.get("error") or result.get("log")
+    return course
+
+
+def submit(course, student: str, assignment: str, nb, name: str | None = None):
+    folder = course.path("submitted", student, assignment)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name or NOTEBOOKS[assignment] + ".ipynb")
+    if isinstance(nb, str):
+        shutil.copy(nb, path)
+    else:
+        nbformat.write(nb, path)
+    return folder
+
+
+def nbgrader_autograde(course, assignment: str, student: str):
+    """Plain `nbgrader autograde`, as an instructor without our tools would run it."""
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "nbgrader"),
+                           "autograde", assignment, "--student", student, "--force"],
+                          cwd=course.root, env=env, capture_output=True, text=True)
