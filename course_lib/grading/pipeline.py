@@ -347,6 +347,9 @@ def _finalize(course: Course, outcomes: dict, results: dict, stage: str) -> None
         for (student, a), outcome in sorted(outcomes.items()):
             if outcome.status == "skipped":
                 continue
+            if not any(f.endswith(".ipynb") for f in os.listdir(os.path.join(stage, student, a))):
+                _record_zero(course, student, a)
+                continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy notes are not for users
                 result = api.autograde(a, student, force=True, create=True)
@@ -355,6 +358,18 @@ def _finalize(course: Course, outcomes: dict, results: dict, stage: str) -> None
                 outcome.reasons.append(_last_error(result))
     finally:
         pp.InjectResults.results = {}
+
+
+def _record_zero(course: Course, student: str, assignment: str) -> None:
+    """No readable notebook at all: the submission exists in the gradebook and scores 0."""
+    with course.gradebook() as gb:
+        gb.update_or_create_student(student)
+        submission = gb.update_or_create_submission(assignment, student)
+        for notebook in submission.notebooks:
+            for grade in notebook.grades:
+                grade.auto_score = 0
+                grade.needs_manual_grade = False
+        gb.db.commit()
 
 
 def _last_error(result) -> str:

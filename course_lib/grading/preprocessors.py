@@ -120,15 +120,28 @@ class InjectResults(NbGraderPreprocessor):
 
 
 class HideHiddenTests(ClearHiddenTests):
-    """For feedback: a hidden test region becomes one comment line; no test text is shown."""
+    """For feedback: a hidden test region becomes one comment line; no test text is shown.
+
+    The kernel saw the hidden tests' text while it ran them, so a student's cell that runs
+    later could print it: outputs of the student's own cells after the first hidden test are
+    left out of feedback (they are in the student's notebook and in autograded/).
+    """
 
     enforce_metadata = False
 
-    def preprocess_cell(self, cell, resources, cell_index):
-        if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
-            self._remove_hidden_test_region(cell)
-            cell.source = (cell.source.rstrip() + "\n" + HIDDEN_NOTE).strip()
-        return cell, resources
+    def preprocess(self, nb, resources):
+        seen_hidden = False
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            if self.begin_test_delimeter in cell.source:
+                seen_hidden = True
+                self._remove_hidden_test_region(cell)
+                cell.source = (cell.source.rstrip() + "\n" + HIDDEN_NOTE).strip()
+            elif seen_hidden and not is_test_cell(cell) and cell.outputs:
+                cell.outputs = [nbformat.v4.new_output(
+                    "stream", name="stdout", text="(output not shown in feedback)\n")]
+        return nb, resources
 
 
 def is_test_cell(cell) -> bool:

@@ -58,6 +58,11 @@ class CappedClient(NotebookClient):
         self.output_bytes = output_bytes
         self.used = {}
         self.flooded = set()
+        self.timed_out = 0
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        self.timed_out += 1
+        return await super()._async_handle_timeout(timeout, cell)
 
     def output(self, outs, msg, display_id, cell_index):
         size = len(json.dumps(msg.get("content", {})))
@@ -112,6 +117,9 @@ def execute_task(task: Task) -> Result:
                            "cells after that point earned nothing")
         except Exception as e:  # a broken notebook must not stop the others
             reasons.append(f"execution stopped: {type(e).__name__}: {str(e)[:300]}")
+        if client.timed_out:
+            reasons.append(f"{client.timed_out} cell(s) ran longer than "
+                           f"{task.limits.cell_timeout} s and were interrupted")
         if client.flooded:
             reasons.append(f"{len(client.flooded)} cell(s) printed more than "
                            f"{task.limits.output_bytes} bytes and were interrupted")
