@@ -140,3 +140,73 @@ def nbgrader_autograde(course, assignment: str, student: str):
     return subprocess.run([os.path.join(os.path.dirname(sys.executable), "nbgrader"),
                            "autograde", assignment, "--student", student, "--force"],
                           cwd=course.root, env=env, capture_output=True, text=True)
+
+
+# ---- a tiny assignment for the grading tests ----------------------------------------------------
+
+def _cell(kind, source, gid, **meta):
+    make = nbformat.v4.new_markdown_cell if kind == "md" else nbformat.v4.new_code_cell
+    cell = make(source)
+    cell.metadata["nbgrader"] = {"grade_id": gid, "schema_version": 3, "task": False,
+                                 "grade": False, "solution": False, "locked": False, **meta}
+    return cell
+
+
+SECRET = "HIDDEN-SENTINEL-7f3a9c"
+CORRECT = "def square_grad(x):\n    return 2 * x\n"
+WRONG = "def square_grad(x):\n    return x\n"
+
+
+VISIBLE = """import numpy as np
+from course_lib.checks import suite, assert_close
+with suite("test_square_grad") as t:
+    x = np.array([1.0, -2.0, 3.0])
+    got = t.run(lambda: square_grad(x.copy()), square_grad)
+    assert_close(got, 2 * x, what="square_grad")
+print("visible test passed")"""
+
+HIDDEN = f"""### BEGIN HIDDEN TESTS
+import numpy as np
+from course_lib.checks import suite, assert_close
+# {SECRET}
+with suite("test_square_grad_hidden") as t:
+    for shape in [(5,), (2, 3), ()]:
+        x = t.randn(*shape)
+        got = t.run(lambda: square_grad(x.copy()), square_grad)
+        assert_close(got, 2 * x, what="square_grad")
+### END HIDDEN TESTS"""
+
+
+def source_notebook(solution=CORRECT, extra_cells=()):
+    """A one-exercise assignment: the grading tests' subject (fast: no torch in its tests)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [_cell("md", "# Tiny gradient", "intro", locked=True),
+                *[nbformat.v4.new_code_cell(src) for src in extra_cells],
+                _cell("code", "### BEGIN SOLUTION\n" + solution + "### END SOLUTION",
+                      "square_grad", solution=True),
+                _cell("md", "Run the tests.", "before_test", locked=True),
+                _cell("code", VISIBLE, "test_square_grad", grade=True, locked=True, points=1),
+                _cell("code", HIDDEN, "test_square_grad_hidden", grade=True, locked=True, points=2)]
+    return nb
+
+
+def submission(solution, before=()):
+    """A student notebook: the released layout, their solution, and cells of their own."""
+    nb = source_notebook(solution, before)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_square_grad_hidden":
+            cell.source = "# hidden tests are added at grading"
+    return nb
+
+
+
+def make_tiny_course(root: str):
+    """A throwaway course holding only the tiny assignment, released."""
+    from course_lib.grading.course import Course
+    os.makedirs(os.path.join(root, "source", "tiny"), exist_ok=True)
+    nbformat.write(source_notebook(), os.path.join(root, "source", "tiny", "tiny.ipynb"))
+    shutil.copy(os.path.join(REPO, "nbgrader_config.py"), root)
+    course = Course(root)
+    assert course.api().generate_assignment("tiny")["success"]
+    return course

@@ -12,67 +12,12 @@ import nbformat
 import pytest
 
 from course_lib.grading import feedback, pipeline
-from course_lib.grading.course import Course
 from course_lib.grading.sandbox import Limits, bwrap_available
-from harness import REPO
+from harness import CORRECT, HIDDEN, SECRET, WRONG, make_tiny_course, submission
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed: "
                                  "apt-get install bubblewrap (done by .ci/run)")]
-
-SECRET = "HIDDEN-SENTINEL-7f3a9c"
-CORRECT = "def square_grad(x):\n    return 2 * x\n"
-WRONG = "def square_grad(x):\n    return x\n"
-
-
-def _cell(kind, source, gid, **meta):
-    make = nbformat.v4.new_markdown_cell if kind == "md" else nbformat.v4.new_code_cell
-    cell = make(source)
-    cell.metadata["nbgrader"] = {"grade_id": gid, "schema_version": 3, "task": False,
-                                 "grade": False, "solution": False, "locked": False, **meta}
-    return cell
-
-
-VISIBLE = """import numpy as np
-from course_lib.checks import suite, assert_close
-with suite("test_square_grad") as t:
-    x = np.array([1.0, -2.0, 3.0])
-    got = t.run(lambda: square_grad(x.copy()), square_grad)
-    assert_close(got, 2 * x, what="square_grad")
-print("visible test passed")"""
-
-HIDDEN = f"""### BEGIN HIDDEN TESTS
-import numpy as np
-from course_lib.checks import suite, assert_close
-# {SECRET}
-with suite("test_square_grad_hidden") as t:
-    for shape in [(5,), (2, 3), ()]:
-        x = t.randn(*shape)
-        got = t.run(lambda: square_grad(x.copy()), square_grad)
-        assert_close(got, 2 * x, what="square_grad")
-### END HIDDEN TESTS"""
-
-
-def source_notebook(solution=CORRECT, extra_cells=()):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [_cell("md", "# Tiny gradient", "intro", locked=True),
-                *[nbformat.v4.new_code_cell(src) for src in extra_cells],
-                _cell("code", "### BEGIN SOLUTION\n" + solution + "### END SOLUTION",
-                      "square_grad", solution=True),
-                _cell("code", VISIBLE, "test_square_grad", grade=True, locked=True, points=1),
-                _cell("code", HIDDEN, "test_square_grad_hidden", grade=True, locked=True, points=2)]
-    return nb
-
-
-def submission(solution, before=()):
-    """A student notebook: the released layout, their solution, and cells of their own."""
-    nb = source_notebook(solution, before)
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_square_grad_hidden":
-            cell.source = "# hidden tests are added at grading"
-    return nb
-
 
 def sandbox_paths(course):
     return {"db": course.path("gradebook.db"), "source": course.path("source", "tiny", "tiny.ipynb"),
@@ -182,12 +127,7 @@ def square_grad(x):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
-    os.makedirs(root / "source" / "tiny")
-    nbformat.write(source_notebook(), root / "source" / "tiny" / "tiny.ipynb")
-    (root / "nbgrader_config.py").write_text(open(os.path.join(REPO, "nbgrader_config.py")).read())
-    course = Course(str(root))
-    assert course.api().generate_assignment("tiny")["success"]
+    course = make_tiny_course(str(tmp_path_factory.mktemp("course")))
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
