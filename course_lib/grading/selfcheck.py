@@ -58,7 +58,9 @@ def check(path: str, root: str | None = None, sandbox=None, verbose=False, keep=
               f"({'sandboxed' if sandbox is not False else 'unsandboxed'}) ...")
         report = pipeline.grade(course, assignment, workers=1, sandbox=sandbox, progress=False)
         cells = pipeline.scores(course, assignment).get(("me", assignment), {})
-        messages = _messages(course.path("autograded", "me", assignment, f"{notebook}.ipynb"))
+        order, messages = _messages(course.path("autograded", "me", assignment,
+                                                f"{notebook}.ipynb"))
+        cells = dict(sorted(cells.items(), key=lambda kv: order.get(kv[0], len(order))))
         print(_table(cells, messages, verbose))
         for outcome in report.outcomes:
             for reason in outcome.reasons:
@@ -72,16 +74,19 @@ def check(path: str, root: str | None = None, sandbox=None, verbose=False, keep=
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _messages(autograded_path: str) -> dict:
-    out = {}
+def _messages(autograded_path: str) -> tuple[dict, dict]:
+    """Each graded cell's position and failure message, from the autograded notebook."""
+    order, out = {}, {}
     if not os.path.exists(autograded_path):
-        return out
-    for cell in nbformat.read(autograded_path, as_version=4).cells:
+        return order, out
+    for i, cell in enumerate(nbformat.read(autograded_path, as_version=4).cells):
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid:
+            order[gid] = i
         for o in cell.get("outputs", []):
             if gid and o.get("output_type") == "error":
                 out[gid] = o.get("evalue") or o.get("ename")
-    return out
+    return order, out
 
 
 def _table(cells: dict, messages: dict, verbose: bool) -> str:
