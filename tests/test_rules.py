@@ -1,0 +1,278 @@
+"""The table of gradient rules, checked op by op against torch and finite differences.
+
+The tests are parametrized over `PRIMITIVES` itself: add an op to the table and it is tested
+here (the first test fails until it has a case in CASES and a torch twin in TORCH).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from course_lib.rules import PRIMITIVES, RULES, get_rule, unbroadcast
+
+FEW = settings(max_examples=25, deadline=None)
+
+
+# ---------------------------------------------------------------- strategies
+
+@st.composite
+def shapes(draw, min_dims=0, max_dims=3, max_side=3):
+    """A shape of 0 to 3 axes (so `()` too), sides 1 to 3 (so size-1 axes too)."""
+    return tuple(draw(st.lists(st.integers(1, max_side), min_size=min_dims, max_size=max_dims)))
+
+
+@st.composite
+def broadcastable_shapes(draw):
+    """Two shapes numpy broadcasts together, including `()`, missing leading axes and 1s."""
+    full = draw(shapes())
+
+    def operand():
+        ndim = draw(st.integers(0, len(full)))  # keep only the trailing `ndim` axes ...
+        kept = full[len(full) - ndim:]
+        return tuple(1 if draw(st.booleans()) else n for n in kept)  # ... some shrunk to 1
+
+    return operand(), operand()
+
+
+@st.composite
+def rngs(draw):
+    return np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+
+def normal(rng, shape):
+    return np.asarray(rng.standard_normal(shape))
+
+
+def positive(rng, shape):
+    """Inside the domain of log and of x**p for any real p."""
+    return np.asarray(rng.uniform(0.5, 2.0, shape))
+
+
+def away_from_zero(rng, shape):
+    """|x| >= 0.1: keeps relu's kink out of reach of finite differences."""
+    return np.asarray(rng.choice([-1.0, 1.0], shape) * rng.uniform(0.1, 2.0, shape))
+
+
+@st.composite
+def unary(draw, values=normal):
+    return (values(draw(rngs()), draw(shapes())),), {}
+
+
+@st.composite
+def binary(draw):
+    x_shape, y_shape = draw(broadcastable_shapes())
+    rng = draw(rngs())
+    return (normal(rng, x_shape), normal(rng, y_shape)), {}
+
+
+@st.composite
+def pow_case(draw):
+    exponent = draw(st.sampled_from([2, 3, -1, 0.5, 1.5, -2.5]))
+    return (positive(draw(rngs()), draw(shapes())), exponent), {}
+
+
+@st.composite
+def matmul_case(draw):
+    n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
+    rng = draw(rngs())
+    return (normal(rng, (n, k)), normal(rng, (k, m))), {}
+
+
+@st.composite
+def sum_case(draw):
+    shape = draw(shapes())
+    ndim = len(shape)
+    axis_choices = [st.none()]
+    if ndim:
+        one_axis = st.integers(-ndim, ndim - 1)
+        some_axes = st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True)
+        axis_choices += [one_axis, some_axes.map(tuple)]
+    axis = draw(st.one_of(axis_choices))
+    return (normal(draw(rngs()), shape),), {"axis": axis, "keepdims": draw(st.booleans())}
+
+
+@st.composite
+def reshape_case(draw):
+    shape = draw(shapes())
+    new_shape = draw(st.sampled_from([(-1,), shape[::-1], shape + (1,), (1,) + shape]))
+    return (normal(draw(rngs()), shape),), {"shape": new_shape}
+
+
+# One strategy per primitive: (inputs, params). Inputs that are arrays get gradients checked.
+CASES = {
+    "add": binary(),
+    "mul": binary(),
+    "pow": pow_case(),
+    "neg": unary(),
+    "exp": unary(),
+    "log": unary(positive),
+    "relu": unary(away_from_zero),
+    "sigmoid": unary(),
+    "tanh": unary(),
+    "matmul": matmul_case(),
+    "sum": sum_case(),
+    "reshape": reshape_case(),
+    "transpose": unary(),
+}
+
+
+def torch_sum(x, axis=None, keepdims=False):
+    return x.sum(dim=axis, keepdim=keepdims)
+
+
+# The same ops in torch, called the same way.
+TORCH = {
+    "add": torch.add,
+    "mul": torch.mul,
+    "pow": torch.pow,
+    "neg": torch.neg,
+    "exp": torch.exp,
+    "log": torch.log,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "matmul": torch.matmul,
+    "sum": torch_sum,
+    "reshape": torch.reshape,
+    "transpose": lambda x: x.permute(tuple(reversed(range(x.dim())))),
+}
+
+OPS = sorted(PRIMITIVES)
+
+
+def differentiable(op, inputs):
+    """Indices of the inputs the table has a rule for."""
+    return [i for i in range(len(inputs)) if (op, i) in RULES]
+
+
+def torch_grads(op, inputs, params, g):
+    """Forward and vector-Jacobian product (with cotangent g) by torch autograd, float64."""
+    leaves = [torch.tensor(x, dtype=torch.float64, requires_grad=True)
+              if isinstance(x, np.ndarray) else x for x in inputs]
+    out = TORCH[op](*leaves, **params)
+    wanted = [leaves[i] for i in differentiable(op, inputs)]
+    grads = torch.autograd.grad(out, wanted, grad_outputs=torch.from_numpy(g))
+    return out.detach().numpy(), [gr.numpy() for gr in grads]
+
+
+# ---------------------------------------------------------------- the table itself
+
+def test_every_primitive_has_a_test_case_and_a_torch_twin():
+    assert set(CASES) == set(PRIMITIVES) == set(TORCH)
+
+
+def test_every_rule_belongs_to_a_primitive():
+    for op, argnum in RULES:
+        assert op in PRIMITIVES and argnum >= 0
+
+
+@pytest.mark.parametrize("op", OPS)
+@FEW
+@given(data=st.data())
+def test_every_array_input_has_a_rule(op, data):
+    inputs, _ = data.draw(CASES[op])
+    for i, x in enumerate(inputs):
+        assert (op, i) in RULES or not isinstance(x, np.ndarray), f"no rule for input {i} of {op}"
+
+
+def test_missing_rule_names_op_and_input():
+    message = r"no gradient rule for input 1 of 'pow' \(the exponent\)"
+    with pytest.raises(NotImplementedError, match=message):
+        get_rule("pow", 1)
+    with pytest.raises(NotImplementedError, match="input 2 of 'add'"):
+        get_rule("add", 2)
+    with pytest.raises(NotImplementedError, match="'no_such_op'"):
+        get_rule("no_such_op", 0)
+
+
+# ---------------------------------------------------------------- every op, every input
+
+@pytest.mark.parametrize("op", OPS)
+@FEW
+@given(data=st.data())
+def test_forward_matches_torch(op, data):
+    inputs, params = data.draw(CASES[op])
+    out = PRIMITIVES[op](*inputs, **params)
+    with torch.no_grad():
+        expected = TORCH[op](*[torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+                               for x in inputs], **params).numpy()
+    assert np.shape(out) == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("op", OPS)
+@FEW
+@given(data=st.data())
+def test_rules_match_torch_autograd(op, data):
+    inputs, params = data.draw(CASES[op])
+    out = np.asarray(PRIMITIVES[op](*inputs, **params))
+    g = normal(data.draw(rngs()), out.shape)  # a random cotangent: all-ones would hide bugs
+    _, expected = torch_grads(op, inputs, params, g)
+    for i, want in zip(differentiable(op, inputs), expected):
+        got = get_rule(op, i)(g, out, *inputs, **params)
+        assert np.shape(got) == inputs[i].shape, f"gradient of input {i} has the wrong shape"
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("op", OPS)
+@FEW
+@given(data=st.data())
+def test_rules_match_finite_differences(op, data):
+    """<g, f(x + h e_j) - f(x - h e_j)> / 2h approximates the j-th entry of the rule's result."""
+    inputs, params = data.draw(CASES[op])
+    out = np.asarray(PRIMITIVES[op](*inputs, **params))
+    g = normal(data.draw(rngs()), out.shape)
+    h = 1e-6
+    for i in differentiable(op, inputs):
+        got = get_rule(op, i)(g, out, *inputs, **params)
+        numeric = np.zeros(inputs[i].shape)
+        for j in np.ndindex(inputs[i].shape):
+            nudged = [x.copy() if isinstance(x, np.ndarray) else x for x in inputs]
+            nudged[i][j] += h
+            up = np.sum(g * PRIMITIVES[op](*nudged, **params))
+            nudged[i][j] -= 2 * h
+            down = np.sum(g * PRIMITIVES[op](*nudged, **params))
+            numeric[j] = (up - down) / (2 * h)
+        np.testing.assert_allclose(got, numeric, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- unbroadcast
+
+@pytest.mark.parametrize("g_shape, shape, summed", [
+    ((), (), ()),
+    ((3,), (), (0,)),
+    ((2, 3), (), (0, 1)),
+    ((2, 3), (3,), (0,)),
+    ((2, 3), (1, 3), (0,)),
+    ((2, 3), (2, 1), (1,)),
+    ((2, 3), (1, 1), (0, 1)),
+    ((4, 2, 3), (2, 1), (0, 2)),
+    ((4, 1, 3), (1, 1, 3), (0,)),
+    ((1, 1), (1,), (0,)),
+])
+def test_unbroadcast_sums_the_broadcast_axes(g_shape, shape, summed):
+    g = np.arange(1.0, 1.0 + np.prod(g_shape)).reshape(g_shape)
+    got = unbroadcast(g, shape)
+    assert isinstance(got, np.ndarray) and got.shape == shape
+    np.testing.assert_array_equal(got, g.sum(axis=summed).reshape(shape))
+
+
+def test_unbroadcast_returns_g_itself_when_nothing_was_broadcast():
+    g = np.ones((2, 3))
+    assert unbroadcast(g, (2, 3)) is g
+
+
+@FEW
+@given(shape_pair=broadcastable_shapes(), rng=rngs())
+def test_unbroadcast_is_the_adjoint_of_broadcasting(shape_pair, rng):
+    """<broadcast(x), g> = <x, unbroadcast(g)> for every x and g."""
+    x_shape, y_shape = shape_pair
+    out_shape = np.broadcast_shapes(x_shape, y_shape)
+    x, g = normal(rng, x_shape), normal(rng, out_shape)
+    got = unbroadcast(g, x_shape)
+    assert got.shape == x_shape
+    np.testing.assert_allclose(np.sum(np.broadcast_to(x, out_shape) * g), np.sum(x * got),
+                               rtol=1e-12, atol=1e-12)
