@@ -19,7 +19,7 @@ DEMO_STUDENTS = ("alice", "bob", "carol")
 
 # carol's typical mistake per assignment: (solution cell, text, replacement)
 MISTAKES = {
-    "01_chain_rule": ("sigmoid_grad", "(1 - s)", "(1 + s)"),
+    "01_chain_rule": ("sigmoid_grad", "s * (1 - s)", "s * (1 + s)"),
     "02_manual_backprop": ("linear_regression_grads", "2 *", "1 *"),
     "03_mlp_backward": ("affine", "x.T @ g", "g.T @ x"),
     "04_autodiff_engine": ("Tensor", "unbroadcast(", "(lambda g, shape: g)("),
@@ -35,11 +35,11 @@ def with_mistake(nb, assignment):
     gid, old, new = MISTAKES.get(assignment, (None, None, None))
     for cell in nb.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == gid:
-            if old in cell.source:
-                cell.source = cell.source.replace(old, new, 1)
+            head, _, answer = cell.source.partition("### BEGIN SOLUTION")
+            if old in answer:
+                cell.source = head + "### BEGIN SOLUTION" + answer.replace(old, new, 1)
             else:
-                cell.source = cell.source.split("### BEGIN SOLUTION")[0] + \
-                    "raise NotImplementedError()"
+                cell.source = head + "raise NotImplementedError()"
     return nb
 
 
