@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/course demo
 
 test: $(STAMP)
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # A student's workspace: a copy of release/, so working in it never changes the committed release.
 lab: $(STAMP)
