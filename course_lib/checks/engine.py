@@ -1,0 +1,806 @@
+"""Probes for a student's autodiff engine (notebook 04), compared with torch in float64.
+
+A probe draws its inputs from the suite `t` (so the kernel and the grader draw the same
+numbers), then hands `t.run` a thunk that builds the student's Tensors from those inputs,
+applies an expression, calls `backward(g)` with a random cotangent and returns plain data
+(`out.data`, `out.shape`, every leaf's `.grad`). The comparison with torch happens outside
+`t.run`, so under `course grade` it is recomputed by the trusted grader from that data.
+
+    from course_lib.checks import suite
+    from course_lib.checks import engine as E
+
+    with suite("test_Tensor_hidden") as t:
+        E.check_broadcasting(t, Tensor, "mul")
+        E.check_deep_chain(t, Tensor, n=100_000)
+
+Probes use only the public API of notebook 04: `Tensor(data, requires_grad=False)`, `.data`,
+`.grad`, `.shape`, `.requires_grad`, `backward(grad=None)`, the operators `+ - * / @ **` and
+unary `-`, the methods `sum mean exp log relu sigmoid tanh reshape transpose` and `.T`,
+`cross_entropy(logits, labels)`, `Linear(in_features, out_features)` (`.W`, `.b`,
+`parameters()`) and `sgd_step(params, lr)`.
+
+Errors raised by the student's code are caught inside the thunk and reported with the line of
+notebook code that raised and a hint for the op at hand (a RecursionError explains why the
+topological sort must use a stack). The thunks never draw random numbers: everything random
+is drawn before `t.run`, in the same order in the kernel and in the grader.
+"""
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+
+import numpy as np
+
+from course_lib import guard
+from course_lib.checks.core import ATOL, RTOL, GradeError, assert_close
+
+__all__ = [
+    "OPS", "FIXED_PAIRS", "broadcast_pair", "random_shape", "sum_to_shape",
+    "check_expression", "check_op", "check_broadcasting", "check_construction",
+    "check_requires_grad", "check_reuse", "check_accumulation", "check_default_backward",
+    "check_deep_chain", "check_cross_entropy", "check_linear", "check_sgd_step",
+    "check_training",
+]
+
+KIND_TEXT = {
+    "tensor": "a Tensor with requires_grad=True",
+    "const": "a Tensor with requires_grad=False",
+    "array": "a numpy array",
+    "number": "a Python float",
+    "labels": "an int64 array of labels",
+}
+
+ACCUMULATE = ("When a tensor feeds several ops, its gradient is the SUM of what each use sends "
+              "back: add into what is already there (grads[p] = grads[p] + g), never overwrite.")
+
+RECURSION = ("a recursive function went deeper than Python allows (sys.getrecursionlimit() is "
+             "{limit}). A chain of many ops is a graph that deep: build the topological order "
+             "with an explicit stack (a Python list you push to and pop from) instead of "
+             "recursion, and do not recurse in backward() either.")
+
+
+# ---- the ops: how to apply each to the student's Tensors and to torch tensors ------------------
+
+def _axes_for_torch(x, axis):
+    return tuple(range(x.ndim)) if axis is None else axis
+
+
+def _torch_reduce(x, method, axis, keepdims):
+    if x.ndim == 0:  # nothing to reduce; torch's dim=() means "all", which is fine too
+        return getattr(x, method)()
+    return getattr(x, method)(dim=_axes_for_torch(x, axis), keepdim=keepdims)
+
+
+def _student_reduce(x, method, axis, keepdims):
+    if axis is None and not keepdims:
+        return getattr(x, method)()
+    if not keepdims:
+        return getattr(x, method)(axis=axis)
+    return getattr(x, method)(axis=axis, keepdims=keepdims)
+
+
+def _reduce_text(method, axis, keepdims):
+    args = [] if axis is None else [f"axis={axis!r}"]
+    args += ["keepdims=True"] if keepdims else []
+    return f"x.{method}({', '.join(args)})"
+
+
+def _reshape_student(x, shape, style):
+    return x.reshape(*shape) if style == "args" else x.reshape(tuple(shape))
+
+
+# name: (number of inputs, text(**params), student(*args, **params), torch(*args, **params),
+#        {input index: domain}, {input name: hint})
+OPS = {
+    "add": (2, lambda: "x + y", lambda x, y: x + y, lambda x, y: x + y, {},
+            {"x": "for out = x + y, dL/dx = unbroadcast(g, x.shape): g summed over the axes "
+                  "where x was broadcast.",
+             "y": "for out = x + y, dL/dy = unbroadcast(g, y.shape): g summed over the axes "
+                  "where y was broadcast."}),
+    "sub": (2, lambda: "x - y", lambda x, y: x - y, lambda x, y: x - y, {},
+            {"x": "for out = x - y, dL/dx = unbroadcast(g, x.shape).",
+             "y": "for out = x - y, dL/dy = -unbroadcast(g, y.shape) (note the minus sign)."}),
+    "mul": (2, lambda: "x * y", lambda x, y: x * y, lambda x, y: x * y, {},
+            {"x": "for out = x * y, dL/dx = unbroadcast(g * y, x.shape).",
+             "y": "for out = x * y, dL/dy = unbroadcast(g * x, y.shape)."}),
+    "truediv": (2, lambda: "x / y", lambda x, y: x / y, lambda x, y: x / y, {1: "denominator"},
+                {"x": "for out = x / y, dL/dx = unbroadcast(g / y, x.shape).",
+                 "y": "for out = x / y, d(x/y)/dy = -x / y**2 (a minus sign AND a square), so "
+                      "dL/dy = unbroadcast(-g * x / y**2, y.shape)."}),
+    "matmul": (2, lambda: "x @ y", lambda x, y: x @ y, lambda x, y: x @ y, {},
+               {"x": "for out = x @ y with x (n, k), y (k, m) and g (n, m): dL/dx = g @ y.T, "
+                     "of shape (n, k).",
+                "y": "for out = x @ y with x (n, k), y (k, m) and g (n, m): dL/dy = x.T @ g, "
+                     "of shape (k, m)."}),
+    "neg": (1, lambda: "-x", lambda x: -x, lambda x: -x, {}, {"x": "d(-x)/dx = -1: return -g."}),
+    "pow": (1, lambda p: f"x ** {p!r}", lambda x, p: x ** p, lambda x, p: x ** p, {},
+            {"x": "d(x**p)/dx = p * x**(p - 1): dL/dx = g * p * x**(p - 1)."}),
+    "exp": (1, lambda: "x.exp()", lambda x: x.exp(), lambda x: x.exp(), {},
+            {"x": "d(e**x)/dx = e**x, the output itself: dL/dx = g * out."}),
+    "log": (1, lambda: "x.log()", lambda x: x.log(), lambda x: x.log(), {0: "positive"},
+            {"x": "d(log x)/dx = 1 / x: dL/dx = g / x."}),
+    "relu": (1, lambda: "x.relu()", lambda x: x.relu(), lambda x: x.relu(), {0: "away"},
+             {"x": "d relu(x)/dx = 1 where x > 0 and 0 elsewhere: dL/dx = g * (x > 0)."}),
+    "sigmoid": (1, lambda: "x.sigmoid()", lambda x: x.sigmoid(), lambda x: x.sigmoid(), {},
+                {"x": "d sigmoid(x)/dx = s * (1 - s) with s = sigmoid(x); compute s without "
+                      "overflow, e.g. s = 0.5 * (1 + tanh(x / 2))."}),
+    "tanh": (1, lambda: "x.tanh()", lambda x: x.tanh(), lambda x: x.tanh(), {},
+             {"x": "d tanh(x)/dx = 1 - tanh(x)**2: dL/dx = g * (1 - out**2)."}),
+    "sum": (1, lambda axis=None, keepdims=False: _reduce_text("sum", axis, keepdims),
+            lambda x, axis=None, keepdims=False: _student_reduce(x, "sum", axis, keepdims),
+            lambda x, axis=None, keepdims=False: _torch_reduce(x, "sum", axis, keepdims), {},
+            {"x": "each input element is added once into the sum, so dL/dx copies g back along "
+                  "the summed axes: when keepdims=False, first give g back the summed axes with "
+                  "size 1 (np.expand_dims(g, axis); axis may be an int, a negative int, a tuple "
+                  "or None), then broadcast it to x.shape."}),
+    "mean": (1, lambda axis=None, keepdims=False: _reduce_text("mean", axis, keepdims),
+             lambda x, axis=None, keepdims=False: _student_reduce(x, "mean", axis, keepdims),
+             lambda x, axis=None, keepdims=False: _torch_reduce(x, "mean", axis, keepdims), {},
+             {"x": "mean = sum / n, where n is how many elements each output averages (the "
+                   "product of the reduced axes' sizes): dL/dx is the gradient of sum divided "
+                   "by n."}),
+    "reshape": (1, lambda shape, style="args": (f"x.reshape{tuple(shape)!r}" if style == "args"
+                                               else f"x.reshape({tuple(shape)!r})"),
+                lambda x, shape, style="args": _reshape_student(x, shape, style),
+                lambda x, shape, style="args": x.reshape(tuple(shape)), {},
+                {"x": "reshape moves no value: dL/dx = g.reshape(x.shape). Accept both "
+                      "reshape(2, 3) and reshape((2, 3)), with -1 for one axis."}),
+    "transpose": (1, lambda: "x.transpose()", lambda x: x.transpose(), lambda x: x.t(), {},
+                  {"x": "x.T moves x[i, j] to out[j, i], so dL/dx = g.T."}),
+    "T": (1, lambda: "x.T", lambda x: x.T, lambda x: x.t(), {},
+          {"x": "x.T moves x[i, j] to out[j, i], so dL/dx = g.T."}),
+}
+
+FIXED_PAIRS = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((2, 3), ()), ((), (2, 3)), ((4,), (3, 4)),
+               ((3, 4), (4,)), ((2, 1, 3), (4, 1)), ((1, 1), (1,)), ((5, 1), (5, 2))]
+
+_KIND_CYCLE = [("tensor", "tensor"), ("tensor", "array"), ("array", "tensor"),
+               ("const", "tensor"), ("tensor", "const"), ("tensor", "tensor")]
+
+
+def random_shape(t, max_dims=3, max_side=4):
+    """A shape of 0 to `max_dims` axes, each side 1 to `max_side` (so `()` and 1s occur)."""
+    ndim = int(t.rng.integers(0, max_dims + 1))
+    return tuple(int(s) for s in t.rng.integers(1, max_side + 1, ndim))
+
+
+def broadcast_pair(t, max_dims=3, max_side=4):
+    """Two shapes numpy broadcasts together: missing leading axes, size-1 axes, `()`."""
+    ndim = int(t.rng.integers(1, max_dims + 1))
+    full = [int(s) for s in t.rng.integers(2, max_side + 1, ndim)]
+
+    def part():
+        k = int(t.rng.integers(0, ndim + 1))
+        shape = full[ndim - k:]
+        return tuple(1 if t.rng.random() < 0.35 else s for s in shape)
+
+    return part(), part()
+
+
+def sum_to_shape(g, shape):
+    """Sum `g` down to `shape` (the course's unbroadcast, for test cells; refuses in graded code)."""
+    guard.refuse("course_lib.checks.engine.sum_to_shape")
+    g = np.asarray(g, dtype=np.float64)
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def _draw(t, shape, domain, scale=1.0):
+    if domain == "positive":
+        return t.uniform(0.5, 2.0, *shape)
+    if domain == "denominator":
+        return np.where(t.rng.random(shape) < 0.5, -1.0, 1.0) * t.uniform(0.5, 2.0, *shape)
+    if domain == "away":
+        return t.away_from_zero(*shape, margin=0.1, scale=scale)
+    return t.randn(*shape, scale=scale)
+
+
+# ---- running the student's code and describing what went wrong ----------------------------------
+
+def _copy(value):
+    if isinstance(value, (np.ndarray, np.generic)):
+        return np.array(value, copy=True)
+    return value
+
+
+def _shape_of(obj):
+    shape = getattr(obj, "shape")
+    try:
+        return tuple(int(n) for n in shape)
+    except TypeError:
+        return repr(shape)[:100]
+
+
+def _flag(value):
+    return bool(value) if isinstance(value, (bool, np.bool_)) else repr(value)[:100]
+
+
+def _library_file(filename):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # course_lib/
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, here}
+    return any(filename.startswith(p) for p in prefixes if p)
+
+
+def _describe_exception(e):
+    """`Type: message (line N of your code: `...`)`, the innermost frame outside libraries."""
+    where = None
+    tb = e.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not _library_file(filename):
+            where = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    text = f"{type(e).__name__}: {e}"
+    if len(text) > 600:
+        text = text[:600] + "..."
+    if where:
+        line = linecache.getline(*where).strip()
+        text += f" (at line {where[1]}" + (f": `{line[:160]}`)" if line else ")")
+    if isinstance(e, RecursionError):
+        text = "RecursionError: " + RECURSION.format(limit=sys.getrecursionlimit()) + \
+            f" [{text}]"
+    return text
+
+
+def _attempt(body):
+    """Run the student's part; return its data, or {"error": description} if it raised."""
+    try:
+        return body()
+    except Exception as e:  # noqa: BLE001 (anything the student's code raises is a verdict)
+        return {"error": _describe_exception(e)}
+
+
+def _check_error(label, got, hint=None):
+    if isinstance(got, dict) and "error" in got:
+        message = f"{label}: your code raised {got['error']}"
+        if hint and "RecursionError" not in got["error"]:
+            message += f" Hint: {hint}"
+        raise GradeError(message)
+    if not isinstance(got, dict):
+        raise GradeError(f"{label}: unexpected result {got!r}.")
+
+
+def _compare(received, expected, what, hint=None, context=None, rtol=RTOL, atol=ATOL):
+    """assert_close, with the op's own hint added even when an automatic hint came first."""
+    try:
+        assert_close(received, expected, what=what, hint=hint, context=context,
+                     rtol=rtol, atol=atol)
+    except GradeError as e:
+        message = str(e)
+        if hint and hint not in message:
+            message += (" Also: " if "Hint:" in message else " Hint: ") + hint
+        raise GradeError(message) from None
+
+
+def _grad_missing(label, name):
+    return GradeError(
+        f"{label}: {name}.grad is None after backward(), but the output depends on {name}. "
+        f"Every tensor with requires_grad=True that the output depends on must receive a "
+        "gradient: record the inputs of each op as its parents and walk all of them.")
+
+
+# ---- the general probe: any expression of Tensors against the same expression in torch -------
+
+def _describe_inputs(inputs):
+    parts = []
+    for name, kind, value in inputs:
+        shape = np.shape(value)
+        if kind == "number":
+            parts.append(f"{name} = {float(value):.4g} ({KIND_TEXT[kind]})")
+        else:
+            parts.append(f"{name}: {KIND_TEXT[kind]} of shape {shape}")
+    return "; ".join(parts)
+
+
+def _torch_reference(t, torch_f, inputs, g):
+    import torch
+
+    args, leaves = [], []
+    for _, kind, value in inputs:
+        if kind == "tensor":
+            x = torch.tensor(np.asarray(value, dtype=np.float64), requires_grad=True)
+            leaves.append(x)
+        elif kind in ("const", "array"):
+            x = torch.tensor(np.asarray(value, dtype=np.float64))
+        elif kind == "number":
+            x = float(value)
+        elif kind == "labels":
+            x = torch.tensor(np.asarray(value), dtype=torch.int64)
+        else:
+            raise ValueError(f"course bug: unknown input kind {kind!r}")
+        args.append(x)
+    out = torch_f(*args)
+    if g is None:
+        g = t.cotangent(tuple(out.shape))
+    g = np.asarray(g, dtype=np.float64)
+    grads = torch.autograd.grad(out, leaves, grad_outputs=torch.as_tensor(g), allow_unused=True)
+    expected = [np.zeros(tuple(x.shape)) if gr is None else gr.detach().numpy()
+                for x, gr in zip(leaves, grads)]
+    return out.detach().numpy(), g, expected
+
+
+def _build(Tensor, inputs):
+    args, leaves = [], []
+    for _, kind, value in inputs:
+        if kind == "tensor":
+            x = Tensor(np.array(value, dtype=np.float64), requires_grad=True)
+            leaves.append(x)
+        elif kind == "const":
+            x = Tensor(np.array(value, dtype=np.float64))
+        elif kind == "number":
+            x = float(value)
+        else:
+            x = np.array(value)
+        args.append(x)
+    return args, leaves
+
+
+def _not_a_tensor(out):
+    if isinstance(out, np.ndarray):
+        return TypeError(
+            "the result is a numpy array, not a Tensor: numpy computed `ndarray op Tensor` "
+            "element by element itself. Put `__array_ufunc__ = None` in class Tensor so numpy "
+            "hands such ops to Tensor's reflected methods (__radd__, __rmul__, __rmatmul__...).")
+    if not hasattr(out, "backward") or not hasattr(out, "data"):
+        return TypeError(f"the result is a {type(out).__name__}, not a Tensor: every op must "
+                         "return a new Tensor (with .data, .backward...).")
+    return None
+
+
+def _forward_backward(Tensor, f, inputs, g):
+    args, leaves = _build(Tensor, inputs)
+    out = f(*args)
+    problem = _not_a_tensor(out)
+    if problem is not None:
+        raise problem
+    record = {"out": _copy(out.data), "shape": _shape_of(out),
+              "requires_grad": _flag(getattr(out, "requires_grad", None))}
+    out.backward(np.array(g, copy=True))
+    record["grads"] = [_copy(x.grad) for x in leaves]
+    return record
+
+
+def check_expression(t, Tensor, f, torch_f, inputs, *, text, objects=(), hint=None,
+                     hints=None, g=None, rtol=RTOL, atol=ATOL):
+    """`f(*args)` on the student's Tensors against `torch_f(*args)` on torch float64 tensors.
+
+    `inputs` is a list of `(name, kind, value)`; kind is "tensor" (requires grad: its `.grad`
+    is checked), "const" (a Tensor without grad), "array", "number" or "labels" (passed as is).
+    The output's `.data`, `.shape`, `.requires_grad` and, after `backward(g)` with a random
+    cotangent `g`, every "tensor" input's `.grad` are compared. `hints` maps an input name to a
+    hint for its gradient; `hint` is used for every message. `objects` are further student
+    names the expression uses (e.g. `cross_entropy`): they too must be defined in the notebook.
+    """
+    hints = hints or {}
+    label = f"{text} (with {_describe_inputs(inputs)})"
+    expected_out, g, expected = _torch_reference(t, torch_f, inputs, g)
+    got = t.run(lambda: _attempt(lambda: _forward_backward(Tensor, f, inputs, g)),
+                Tensor, *objects, label=label)
+    _check_error(label, got, hint or " ".join(dict.fromkeys(hints.values())) or None)
+    context = {name: value for name, kind, value in inputs if kind != "number"}
+    _compare(got.get("out"), expected_out, f"{label}: the result's .data", hint=hint,
+             context=context, rtol=rtol, atol=atol)
+    if got.get("shape") != tuple(expected_out.shape):
+        raise GradeError(f"{label}: the result's .shape is {got.get('shape')!r}, expected "
+                         f"{tuple(expected_out.shape)}; .shape must be the shape of .data.")
+    if got.get("requires_grad") is not True:
+        raise GradeError(f"{label}: the result has requires_grad={got.get('requires_grad')}, "
+                         "expected True: a result requires grad when any input does.")
+    names = [name for name, kind, _ in inputs if kind == "tensor"]
+    received = got.get("grads")
+    if not isinstance(received, list) or len(received) != len(names):
+        raise GradeError(f"{label}: could not read the inputs' .grad ({received!r}).")
+    for name, r, e in zip(names, received, expected):
+        if r is None:
+            raise _grad_missing(label, name)
+        _compare(r, e, f"{label}: {name}.grad after out.backward(g)",
+                 hint=hints.get(name) or hint, context=context, rtol=rtol, atol=atol)
+
+
+def check_op(t, Tensor, op, shapes=None, *, kinds=None, scale=1.0, domains=None, **params):
+    """One op of `OPS` on inputs of `shapes` (one per input) of `kinds` (default: Tensors).
+
+    E.g. `check_op(t, Tensor, "mul", ((3, 1), (4,)), kinds=("tensor", "array"))` or
+    `check_op(t, Tensor, "sum", ((2, 3),), axis=-1, keepdims=True)`.
+    """
+    n, text, student, torch_f, op_domains, hints = OPS[op]
+    shapes = shapes or [(3, 4)] * n
+    kinds = kinds or ("tensor",) * n
+    domains = {**op_domains, **(domains or {})}
+    names = ["x", "y"][:n]
+    inputs = []
+    for i, (name, kind, shape) in enumerate(zip(names, kinds, shapes)):
+        value = _draw(t, () if kind == "number" else tuple(shape), domains.get(i), scale)
+        inputs.append((name, kind, float(value) if kind == "number" else value))
+    label = text(**params)
+    check_expression(t, Tensor, lambda *a: student(*a, **params),
+                     lambda *a: torch_f(*a, **params), inputs, text=label,
+                     hints={k: v for k, v in hints.items() if k in names})
+
+
+def check_broadcasting(t, Tensor, op, *, pairs=FIXED_PAIRS, n_random=4, numbers=True):
+    """Binary `op` on every pair of `pairs` plus `n_random` random broadcastable pairs, with
+    Tensors, numpy arrays and (where a side has shape ()) Python numbers on either side."""
+    all_pairs = list(pairs) + [broadcast_pair(t) for _ in range(n_random)]
+    for i, (a, b) in enumerate(all_pairs):
+        check_op(t, Tensor, op, (a, b), kinds=_KIND_CYCLE[i % len(_KIND_CYCLE)])
+        if numbers and a == ():
+            check_op(t, Tensor, op, (a, b), kinds=("number", "tensor"))
+        if numbers and b == ():
+            check_op(t, Tensor, op, (a, b), kinds=("tensor", "number"))
+
+
+# ---- the engine's bookkeeping -------------------------------------------------------------------
+
+def check_construction(t, Tensor):
+    """Tensor(data, requires_grad=False): float64 ndarray in .data, .shape, .grad None."""
+    x = t.randn(2, 3)
+    ints = t.rng.integers(-5, 5, size=(2, 2))
+
+    def body():
+        a = Tensor([1, 2, 3])
+        b = Tensor(x, True)
+        c = Tensor(data=ints, requires_grad=True)
+        d = Tensor(2.5)
+        return {
+            "a_type": type(a.data).__name__, "a_dtype": str(getattr(a.data, "dtype", "?")),
+            "a_data": _copy(a.data), "a_shape": _shape_of(a), "a_grad_none": a.grad is None,
+            "a_rg": _flag(a.requires_grad), "b_rg": _flag(b.requires_grad), "b_data": _copy(b.data),
+            "c_rg": _flag(c.requires_grad), "c_dtype": str(getattr(c.data, "dtype", "?")),
+            "d_shape": _shape_of(d), "d_type": type(d.data).__name__,
+        }
+
+    got = t.run(lambda: _attempt(body), Tensor, label="Tensor(...)")
+    _check_error("Tensor(...)", got)
+    if got["a_type"] != "ndarray" or got["a_dtype"] != "float64" or got["d_type"] != "ndarray":
+        raise GradeError(f"Tensor([1, 2, 3]).data is a {got['a_type']} of dtype {got['a_dtype']} "
+                         f"(and Tensor(2.5).data a {got['d_type']}): .data must always be a "
+                         "float64 numpy.ndarray, e.g. np.array(data, dtype=np.float64).")
+    if got["c_dtype"] != "float64":
+        raise GradeError(f"Tensor(integer array).data has dtype {got['c_dtype']}: convert "
+                         "data to float64 (np.array(data, dtype=np.float64)).")
+    _compare(got["a_data"], np.array([1.0, 2.0, 3.0]), "Tensor([1, 2, 3]).data")
+    _compare(got["b_data"], x, "Tensor(x, True).data")
+    if got["a_shape"] != (3,) or got["d_shape"] != ():
+        raise GradeError(f"Tensor([1, 2, 3]).shape is {got['a_shape']!r} and Tensor(2.5).shape "
+                         f"is {got['d_shape']!r}; expected (3,) and (): .shape is .data.shape.")
+    if got["a_grad_none"] is not True:
+        raise GradeError("a new Tensor's .grad must be None (no backward pass reached it yet).")
+    if (got["a_rg"], got["b_rg"], got["c_rg"]) != (False, True, True):
+        raise GradeError(f"requires_grad: Tensor([1, 2, 3]) gave {got['a_rg']}, Tensor(x, True) "
+                         f"gave {got['b_rg']}, Tensor(data=..., requires_grad=True) gave "
+                         f"{got['c_rg']}; expected False, True, True (it is the second "
+                         "parameter, False by default, and a bool).")
+
+
+def check_requires_grad(t, Tensor):
+    """A result requires grad exactly when one of its inputs does."""
+    x, y = t.randn(2, 3), t.randn(3)
+
+    def body():
+        a, b = Tensor(x), Tensor(y, requires_grad=True)
+        return {"flags": [_flag((a + a).requires_grad), _flag((a * 2.0).requires_grad),
+                          _flag((a * b).requires_grad), _flag((2.0 + b).requires_grad),
+                          _flag((x * b).requires_grad)]}
+
+    got = t.run(lambda: _attempt(body), Tensor, label="requires_grad of results")
+    _check_error("requires_grad of results", got)
+    expected = [False, False, True, True, True]
+    exprs = ["a + a", "a * 2.0", "a * b", "2.0 + b", "ndarray * b"]
+    for expr, r, e in zip(exprs, got["flags"], expected):
+        if r != e:
+            raise GradeError(f"with a = Tensor(x) and b = Tensor(y, requires_grad=True), "
+                             f"({expr}).requires_grad is {r}, expected {e}: a result requires "
+                             "grad exactly when at least one of its inputs does.")
+
+
+def check_reuse(t, Tensor, shape=(3,)):
+    """Values used several times in one graph: a leaf (x * x + x) and an intermediate."""
+    x, y = t.randn(*shape), t.randn(*shape)
+
+    def interior(x, y):
+        h = x * y
+        return h * h + h
+
+    check_expression(t, Tensor, lambda x: x * x + x, lambda x: x * x + x,
+                     [("x", "tensor", x)], text="x * x + x",
+                     hint="x is used three times here, so dL/dx = (2x + 1) * g adds three "
+                          "contributions. " + ACCUMULATE)
+    check_expression(t, Tensor, interior, interior, [("x", "tensor", x), ("y", "tensor", y)],
+                     text="h = x * y; h * h + h",
+                     hint="the intermediate h is used three times: its gradient must be the sum "
+                          "of all three before it is passed on to x and y, so process a node only "
+                          "after every node that uses it (reverse topological order). "
+                          + ACCUMULATE)
+    check_expression(t, Tensor, lambda x, y: (x + y) * (x * y), lambda x, y: (x + y) * (x * y),
+                     [("x", "tensor", x), ("y", "tensor", y)], text="(x + y) * (x * y)",
+                     hint="x and y each reach the output along two paths: add the gradients "
+                          "of both paths. " + ACCUMULATE)
+
+
+def check_accumulation(t, Tensor, shape_x=(2, 3), shape_z=(2, 3)):
+    """Repeated backward() on fresh graphs adds into .grad (as torch does); .grad = None resets."""
+    import torch
+
+    x, z = t.randn(*shape_x), t.randn(*shape_z)
+    out_shape = np.broadcast_shapes(shape_x, shape_z)
+    g1, g2, g3 = (t.cotangent(out_shape) for _ in range(3))
+
+    def f1(x, z):
+        return x * z + x
+
+    def f2(x, z):
+        return x + z
+
+    def body():
+        xt, zt = Tensor(x.copy(), requires_grad=True), Tensor(z.copy(), requires_grad=True)
+        f1(xt, zt).backward(g1.copy())
+        first = [_copy(xt.grad), _copy(zt.grad)]
+        f2(xt, zt).backward(g2.copy())
+        second = [_copy(xt.grad), _copy(zt.grad)]
+        xt.grad, zt.grad = None, None
+        f1(xt, zt).backward(g3.copy())
+        third = [_copy(xt.grad), _copy(zt.grad)]
+        return {"first": first, "second": second, "third": third}
+
+    def grads(f, g):
+        xt, zt = (torch.tensor(v, requires_grad=True) for v in (x, z))
+        return [v.numpy() for v in torch.autograd.grad(f(xt, zt), (xt, zt), torch.tensor(g))]
+
+    e1, e2, e3 = grads(f1, g1), grads(f2, g2), grads(f1, g3)
+    label = (f"repeated backward() with x of shape {shape_x} and z of shape {shape_z} "
+             "(requires_grad=True)")
+    got = t.run(lambda: _attempt(body), Tensor, label=label)
+    _check_error(label, got)
+    steps = [
+        ("first", e1, "after (x * z + x).backward(g1)", None),
+        ("second", [a + b for a, b in zip(e1, e2)], "after a second graph, (x + z).backward(g2)",
+         "backward() ADDS into .grad, as in torch: after two backward passes (each on a freshly "
+         "built graph) x.grad holds the sum of both passes' gradients. Overwriting .grad "
+         "(x.grad = g) keeps only the last one. If only some tensors are wrong: one gradient "
+         "array can be shared by several tensors (x + z sends the same g to both), so update "
+         "out of place (node.grad = node.grad + g), never with +=."),
+        ("third", e3, "after x.grad = z.grad = None and (x * z + x).backward(g3)",
+         "setting .grad = None restarts the accumulation: the next backward() stores its "
+         "gradient as the new .grad."),
+    ]
+    for key, expected, when, hint in steps:
+        for name, r, e in zip(("x", "z"), got[key], expected):
+            if r is None:
+                raise _grad_missing(f"{label}, {when}", name)
+            _compare(r, e, f"{label}: {name}.grad {when}", hint=hint,
+                     context={"x": x, "z": z})
+
+
+def check_default_backward(t, Tensor):
+    """backward() without an argument: 1 for a single-element output, an error otherwise."""
+    x, u, v = t.randn(), t.randn(1, 1), t.randn(2, 3)
+    c = float(t.uniform(0.5, 2.0))
+
+    def body():
+        xt = Tensor(x.copy(), requires_grad=True)
+        (xt * xt + xt).backward()
+        ut = Tensor(u.copy(), requires_grad=True)
+        (ut * c).backward()
+        vt = Tensor(v.copy(), requires_grad=True)
+        try:
+            (vt * c).backward()
+            raised = False
+        except Exception:  # noqa: BLE001 (any error type is fine)
+            raised = True
+        return {"scalar": _copy(xt.grad), "one": _copy(ut.grad), "raised": raised}
+
+    label = "backward() without a gradient argument"
+    got = t.run(lambda: _attempt(body), Tensor, label=label)
+    _check_error(label, got, "when grad is None and the output has a single element, start "
+                             "from np.ones(self.shape).")
+    hint = "backward() with no argument starts from an upstream gradient of 1 (np.ones of " \
+           "the output's shape) when the output has a single element."
+    for key, expected, what in (("scalar", 2 * x + 1, "x.grad for (x * x + x).backward(), x of "
+                                 "shape ()"),
+                                ("one", np.full((1, 1), c), f"u.grad for (u * {c:.4g}).backward(), "
+                                 "u of shape (1, 1)")):
+        if got[key] is None:
+            raise GradeError(f"{label}: {what} is None. {hint}")
+        _compare(got[key], expected, f"{label}: {what}", hint=hint)
+    if got["raised"] is not True:
+        raise GradeError(f"{label}: (v * c).backward() with v of shape (2, 3) must raise an "
+                         "error (which upstream gradient would it start from?); only a "
+                         "single-element output has a natural default of 1.")
+
+
+def check_deep_chain(t, Tensor, n=100_000):
+    """A chain of n ops (alternately * c and + 0.0) must backpropagate without RecursionError."""
+    x = t.randn(2)
+    g = t.cotangent((2,))
+    c = 1.0 + float(t.uniform(1e-5, 3e-5))
+    muls = (n + 1) // 2
+
+    def body():
+        leaf = Tensor(x.copy(), requires_grad=True)
+        y = leaf
+        for i in range(n):
+            y = y * c if i % 2 == 0 else y + 0.0
+        y.backward(g.copy())
+        return {"out": _copy(y.data), "grad": _copy(leaf.grad)}
+
+    label = f"a chain of {n:,} ops (y = y * c, y = y + 0.0, ...)"
+    got = t.run(lambda: _attempt(body), Tensor, label=label)
+    _check_error(label, got)
+    factor = c ** muls
+    _compare(got["out"], x * factor, f"{label}: the output's .data", rtol=1e-6)
+    if got["grad"] is None:
+        raise _grad_missing(label, "x")
+    _compare(got["grad"], g * factor, f"{label}: x.grad", rtol=1e-6,
+             hint=f"dy/dx = c**{muls}: every op in the chain passes its gradient on once.")
+
+
+# ---- losses, layers, training -----------------------------------------------------------------
+
+def check_cross_entropy(t, Tensor, cross_entropy, n=4, c=3, scale=1.0):
+    """cross_entropy(logits (n, c) Tensor, int64 labels (n,)) against torch, with its gradient."""
+    import torch.nn.functional as F
+
+    logits = t.randn(n, c, scale=scale)
+    labels = t.labels(n, c)
+    hint = ("the mean over the batch of -log softmax(logits)[i, labels[i]], a Tensor of shape (). "
+            "Its gradient is (softmax(logits) - onehot(labels)) / N. For large logits, subtract "
+            "each row's max (as a constant, e.g. logits - logits.data.max(axis=1, "
+            "keepdims=True)) before exp: softmax does not change, nothing overflows.")
+    check_expression(t, Tensor, lambda z, y: cross_entropy(z, y),
+                     lambda z, y: F.cross_entropy(z, y), [("logits", "tensor", logits),
+                                                          ("labels", "labels", labels)],
+                     text="cross_entropy(logits, labels)", objects=(cross_entropy,), hint=hint)
+
+
+def check_linear(t, Tensor, Linear, n=5, d_in=3, d_out=2, *, input_grad=True):
+    """Linear(d_in, d_out): W (d_in, d_out), b (d_out,) requiring grad; x @ W + b; gradients."""
+    import torch
+
+    X = t.randn(n, d_in)
+    G = t.cotangent((n, d_out))
+
+    def body():
+        layer = Linear(d_in, d_out)
+        W, b = layer.W, layer.b
+        record = {"W": _copy(W.data), "b": _copy(b.data), "W_rg": _flag(W.requires_grad),
+                  "b_rg": _flag(b.requires_grad)}
+        params = list(layer.parameters())
+        record["n_params"] = len(params)
+        record["params_ok"] = (any(p is W for p in params) and any(p is b for p in params)
+                               and all(p is W or p is b for p in params))
+        x = Tensor(X.copy(), requires_grad=input_grad)
+        out = layer(x)
+        problem = _not_a_tensor(out)
+        if problem is not None:
+            raise problem
+        record["out"] = _copy(out.data)
+        out.backward(G.copy())
+        record.update(gW=_copy(W.grad), gb=_copy(b.grad), gx=_copy(x.grad))
+        return record
+
+    label = f"Linear({d_in}, {d_out}) on x of shape ({n}, {d_in})"
+    got = t.run(lambda: _attempt(body), Tensor, Linear, label=label)
+    _check_error(label, got, "Linear.__init__ creates self.W = Tensor(..., requires_grad=True) "
+                             "of shape (in_features, out_features) and self.b of shape "
+                             "(out_features,); __call__(x) returns x @ self.W + self.b.")
+    shapes_hint = ("W has shape (in_features, out_features) so that x @ W maps rows of x "
+                   "(N, in) to (N, out); b has shape (out_features,).")
+    for key, shape in (("W", (d_in, d_out)), ("b", (d_out,))):
+        if np.shape(got[key]) != shape:
+            raise GradeError(f"{label}: layer.{key}.data has shape {np.shape(got[key])}, expected "
+                             f"{shape}. {shapes_hint}")
+    W, b = (np.asarray(got[k], dtype=np.float64) for k in ("W", "b"))
+    if not (np.all(np.isfinite(W)) and np.all(np.isfinite(b))):
+        raise GradeError(f"{label}: W or b contains non-finite values.")
+    if not np.any(W != 0):
+        raise GradeError(f"{label}: W is all zeros. Initialise W randomly (e.g. uniform in "
+                         "+-1/sqrt(in_features)): with equal weights every hidden unit computes "
+                         "the same thing and gets the same gradient, so they never differ.")
+    if (got["W_rg"], got["b_rg"]) != (True, True):
+        raise GradeError(f"{label}: W.requires_grad is {got['W_rg']} and b.requires_grad is "
+                         f"{got['b_rg']}; both must be True (they are what training updates).")
+    if got["params_ok"] is not True or got["n_params"] != 2:
+        raise GradeError(f"{label}: parameters() must return a list of the two Tensors "
+                         f"layer.W and layer.b themselves (it returned {got['n_params']} items).")
+    Wt, bt = torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)
+    xt = torch.tensor(X, requires_grad=True)
+    out = xt @ Wt + bt
+    expected = torch.autograd.grad(out, (xt, Wt, bt), torch.tensor(G))
+    _compare(got["out"], out.detach().numpy(), f"{label}: layer(x).data (with your W and b)",
+             hint="__call__(x) returns x @ self.W + self.b.")
+    wanted = [("gW", "W", expected[1]), ("gb", "b", expected[2])]
+    if input_grad:
+        wanted.append(("gx", "x", expected[0]))
+    for key, name, e in wanted:
+        if got[key] is None:
+            raise _grad_missing(label, name)
+        _compare(got[key], e.numpy(), f"{label}: {name}.grad after layer(x).backward(g)",
+                 hint=OPS["matmul"][5]["y" if name == "W" else "x"] if name != "b" else
+                 OPS["add"][5]["y"])
+
+
+def check_sgd_step(t, Tensor, sgd_step, shapes=((3, 2), (2,))):
+    """sgd_step(params, lr): p.data -= lr * p.grad, then p.grad cleared (None or zeros)."""
+    values = [t.randn(*s) for s in shapes]
+    grads = [t.randn(*s) for s in shapes]
+    lr = float(t.uniform(0.01, 0.5))
+
+    def body():
+        params = [Tensor(v.copy(), requires_grad=True) for v in values]
+        for p, gr in zip(params, grads):
+            p.grad = gr.copy()
+        sgd_step(params, lr)
+        return {"data": [_copy(p.data) for p in params], "grad": [_copy(p.grad) for p in params]}
+
+    label = f"sgd_step(params, lr={lr:.4g}) on parameters of shapes {list(shapes)}"
+    got = t.run(lambda: _attempt(body), Tensor, sgd_step, label=label)
+    _check_error(label, got)
+    for i, (v, gr, data, grad) in enumerate(zip(values, grads, got["data"], got["grad"])):
+        _compare(data, v - lr * gr, f"{label}: params[{i}].data after the step",
+                 hint="each parameter moves against its gradient: p.data = p.data - lr * p.grad.",
+                 context={"p": v})
+        if grad is not None and not (isinstance(grad, np.ndarray) and not np.any(grad)):
+            raise GradeError(f"{label}: params[{i}].grad still holds a gradient after the step. "
+                             "sgd_step must clear it (p.grad = None); otherwise the next "
+                             "backward() adds the new gradient to the old one.")
+
+
+def check_training(t, Tensor, Linear, sgd_step, n=64, d=3, steps=25, lr=0.1):
+    """A Linear layer fit to y = X w + c by sgd_step on the mean squared error: the loss falls."""
+    import torch
+
+    X = t.randn(n, d)
+    y = X @ t.randn(d, 1) + float(t.uniform(-1.0, 1.0)) + 0.01 * t.randn(n, 1)
+
+    def body():
+        model = Linear(d, 1)
+        losses, record = [], {}
+        for step in range(steps):
+            if step == 0:
+                record.update(W0=_copy(model.W.data), b0=_copy(model.b.data))
+            diff = model(Tensor(X)) - y
+            loss = (diff * diff).mean()
+            loss.backward()
+            if step == 0:
+                record.update(gW0=_copy(model.W.grad), gb0=_copy(model.b.grad))
+            sgd_step(model.parameters(), lr)
+            if step == 0:
+                record.update(W1=_copy(model.W.data), b1=_copy(model.b.data),
+                              after=[_copy(model.W.grad), _copy(model.b.grad)])
+            losses.append(float(loss.data))
+        record["losses"] = losses
+        return record
+
+    label = (f"training Linear({d}, 1) with sgd_step(lr={lr:g}) for {steps} steps on a "
+             f"regression with {n} points (loss = mean squared error)")
+    got = t.run(lambda: _attempt(body), Tensor, Linear, sgd_step, label=label)
+    _check_error(label, got)
+    W0, b0 = (np.asarray(got[k], dtype=np.float64) for k in ("W0", "b0"))
+    if W0.shape != (d, 1) or b0.shape != (1,):
+        raise GradeError(f"{label}: W and b have shapes {W0.shape} and {b0.shape}, expected "
+                         f"{(d, 1)} and (1,).")
+    Wt, bt = torch.tensor(W0, requires_grad=True), torch.tensor(b0, requires_grad=True)
+    loss = ((torch.tensor(X) @ Wt + bt - torch.tensor(y)) ** 2).mean()
+    gW, gb = (v.numpy() for v in torch.autograd.grad(loss, (Wt, bt)))
+    losses = got["losses"]
+    _compare(np.asarray(losses[0]), loss.item(), f"{label}: the first loss")
+    for key, name, e in (("gW0", "W", gW), ("gb0", "b", gb)):
+        if got[key] is None:
+            raise _grad_missing(label, name)
+        _compare(got[key], e, f"{label}: {name}.grad at the first step")
+    _compare(got["W1"], W0 - lr * gW, f"{label}: W.data after the first sgd_step",
+             hint="p.data = p.data - lr * p.grad (a step AGAINST the gradient).",
+             context={"W": W0})
+    _compare(got["b1"], b0 - lr * gb, f"{label}: b.data after the first sgd_step",
+             hint="p.data = p.data - lr * p.grad (a step AGAINST the gradient).")
+    for name, grad in zip(("W", "b"), got["after"]):
+        if grad is not None and not (isinstance(grad, np.ndarray) and not np.any(grad)):
+            raise GradeError(f"{label}: {name}.grad was not cleared by sgd_step, so the next "
+                             "backward() adds to a stale gradient; set p.grad = None.")
+    if not (np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]):
+        raise GradeError(f"{label}: the loss went from {losses[0]:.4g} to {losses[-1]:.4g}; "
+                         "it should fall well below half its first value. Check the sign of "
+                         "the step and that gradients are cleared between steps.")
