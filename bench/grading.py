@@ -53,9 +53,9 @@ def plain_nbgrader(course) -> float:
     return time.monotonic() - start
 
 
-def course_grade(course, workers: int) -> float:
+def course_grade(course, workers: int, sandbox=None) -> float:
     start = time.monotonic()
-    report = pipeline.grade(course, workers=workers, progress=False)
+    report = pipeline.grade(course, workers=workers, sandbox=sandbox, progress=False)
     assert report.count("failed") == 0, report.summary()
     return time.monotonic() - start
 
@@ -81,6 +81,8 @@ def main():
     cores = os.cpu_count() or 1
     runs = {}
     for name, grade in [("plain nbgrader autograde (serial)", plain_nbgrader),
+                        ("course grade --workers 1 --no-sandbox",
+                         lambda c: course_grade(c, 1, sandbox=False)),
                         ("course grade --workers 1", lambda c: course_grade(c, 1)),
                         (f"course grade --workers {cores}", lambda c: course_grade(c, cores))]:
         root = tempfile.mkdtemp(prefix="bench-grading-")
