@@ -102,6 +102,7 @@ _backend = None  # None: live; a _Replay while course_lib.grading.verdicts repla
 
 
 def _unwrap(label, value):
+    __tracebackhide__ = True  # IPython: show the student's code, not ours
     if isinstance(value, Raised):
         raise GradeError(f"{label}: your code raised {value.message}")
     return value
@@ -167,6 +168,7 @@ class Suite:
         Compares out and every gradient with torch, asserts shapes, checks that `vjp` gives
         the same answer twice and that `f` left its inputs unchanged.
         """
+        __tracebackhide__ = True  # IPython: show the student's code, not ours
         name = name or getattr(f, "__name__", "function")
         grads = list(grads if grads is not None else inputs)
         out, expected = torch_vjp(torch_f, inputs, grads, g=g, rng=self)
@@ -178,6 +180,7 @@ class Suite:
     def check_values(self, f, expected_f, args: tuple, *, name=None, hint=None,
                      rtol=RTOL, atol=ATOL, what="result"):
         """`f(*args)` must equal `expected_f(*args)` (an array or a number)."""
+        __tracebackhide__ = True  # IPython: show the student's code, not ours
         name = name or getattr(f, "__name__", "function")
         expected = expected_f(*args)
         got = self.run(lambda: _call_copied(f, args), f, label=name)
@@ -235,6 +238,7 @@ def torch_vjp(torch_f, inputs: dict, grads, *, g=None, rng=None):
 
 
 def check_vjp_result(name, got, out, expected, inputs, grads, hints, rtol=RTOL, atol=ATOL):
+    __tracebackhide__ = True  # IPython: show the student's code, not ours
     assert_close(got["out"], out, what=f"{name}: forward output", rtol=rtol, atol=atol,
                  hint=hints.get("out"))
     for key in ("grads", "again"):
@@ -266,6 +270,7 @@ def _describe(value):
 
 
 def assert_unchanged(name, after, before, names=None):
+    __tracebackhide__ = True  # IPython: show the student's code, not ours
     names = names or [f"argument {i + 1}" for i in range(len(before))]
     for arg, a, b in zip(names, after, before):
         if isinstance(b, np.ndarray) and not (isinstance(a, np.ndarray) and a.shape == b.shape
@@ -278,6 +283,7 @@ def assert_unchanged(name, after, before, names=None):
 # ---- comparing one array, and explaining the difference --------------------------------------
 
 def _as_array(received, expected, what):
+    __tracebackhide__ = True  # IPython: show the student's code, not ours
     if isinstance(received, Raised):
         raise GradeError(f"{what}: your code raised {received.message}")
     if isinstance(received, Unsupported):
@@ -299,6 +305,7 @@ def _as_array(received, expected, what):
 
 def assert_close(received, expected, *, what, rtol=RTOL, atol=ATOL, hint=None, context=None):
     """Shapes first, then values; the message names the worst index and suggests a cause."""
+    __tracebackhide__ = True  # IPython: show the student's code, not ours
     e = np.asarray(expected, dtype=np.float64)
     r = _as_array(received, e, what)
     if r.shape != e.shape:
