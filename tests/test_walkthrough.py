@@ -60,7 +60,8 @@ def hidden_only_lines():
                     inside = False
                 else:
                     (hidden if inside else visible).add(line.strip())
-    return {line for line in hidden - visible if len(line) > 12}
+    public = "\n".join(visible)  # a hidden line that is part of a public one is no secret
+    return {line for line in hidden - visible if len(line) > 12 and line not in public}
 
 
 def plotting_cells(path):
