@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,16 @@ def mutate(nb, gid: str, old: str, new: str):
 def replace_cell(nb, gid: str, source: str):
     nb = nbformat.from_dict(nb)
     cell_by_id(nb, gid).source = source
+    return nb
+
+
+def unsolved(nb, solution_ids):
+    """`nb` with every listed solution region replaced by nbgrader's stub (a blank release)."""
+    for gid in solution_ids:
+        src = cell_by_id(nb, gid).source
+        stub = re.sub(r"### BEGIN SOLUTION.*?### END SOLUTION",
+                      "# YOUR CODE HERE\n    raise NotImplementedError()", src, flags=re.S)
+        nb = replace_cell(nb, gid, stub)
     return nb
 
 
