@@ -123,10 +123,10 @@ def sandbox_command(kernel_cmd: list[str], workdir: str, kdir: str, limits: Limi
            "--unshare-user", "--uid", "1000", "--gid", "1000",
            "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
            "--unshare-cgroup-try", "--hostname", "sandbox", "--cap-drop", "ALL"]
+    # /tmp first: the environment, course_lib or the work folders may live below it
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     cmd += _system_binds() + _python_binds()
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
-            "--bind", workdir, workdir, "--bind", kdir, kdir, "--chdir", workdir,
+    cmd += ["--bind", workdir, workdir, "--bind", kdir, kdir, "--chdir", workdir,
             "--clearenv", "--unsetenv", "JPY_PARENT_PID"]
     for key, value in env.items():
         cmd += ["--setenv", key, value]
