@@ -85,7 +85,6 @@ def run_in_process(nb, skip_untagged: bool = False) -> dict:
 
     namespace = {"__name__": "__main__"}
     scores = {}
-    main = sys.modules["__main__"]
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -104,7 +103,6 @@ def run_in_process(nb, skip_untagged: bool = False) -> dict:
         if is_test(cell):
             points = float(cell.metadata["nbgrader"]["points"])
             scores[grade_id(cell)] = (0.0 if error else points, points, error)
-    del main
     return scores
 
 

@@ -18,12 +18,10 @@ import json
 import multiprocessing
 import os
 import shutil
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 
 import nbformat
-from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: F401 (config string)
 from traitlets.config import Config
 
 from course_lib.grading import preprocessors as pp
@@ -149,13 +147,12 @@ def stage_submission(course: Course, student: str, assignment: str, stage: str, 
 
 
 def sanitize(course: Course, nb, student, assignment, notebook):
-    """nbgrader's sanitize step, as `nbgrader autograde` runs it, against the gradebook."""
-    from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds,
-                                        OverwriteKernelspec)
+    """nbgrader's sanitize step, with the preprocessors `nbgrader autograde` is configured with."""
+    from traitlets.utils.importstring import import_item
     resources = {"nbgrader": {"notebook": notebook, "assignment": assignment,
                               "student": student, "db_url": course.db_url}}
-    for cls in (ClearOutput, DeduplicateIds, OverwriteKernelspec, pp.RestoreCells,
-                CheckCellMetadata):
+    for name in course.config.Autograde.sanitize_preprocessors:
+        cls = import_item(name) if isinstance(name, str) else name
         nb, resources = cls(config=course.config).preprocess(nb, resources)
     return nb
 
@@ -177,9 +174,9 @@ def course_files(course: Course, assignment: str) -> dict:
 def test_cells(gb, notebook, assignment):
     """(grade_id, source) of every autograded test cell, text taken from the gradebook."""
     nb = gb.find_notebook(notebook, assignment)
+    solutions = {s.name for s in nb.solution_cells}
     return {c.name: gb.find_source_cell(c.name, notebook, assignment).source
-            for c in nb.grade_cells if c.cell_type == "code"
-            and c.name not in {s.name for s in nb.solution_cells}}
+            for c in nb.grade_cells if c.cell_type == "code" and c.name not in solutions}
 
 
 # ---- 2. execute ---------------------------------------------------------------------------------
@@ -394,8 +391,3 @@ def scores(course: Course, assignment: str | None = None) -> dict:
                 table[(sub.student.id, a.name)] = cells
     return table
 
-
-def timed(fn, *args, **kwargs):
-    start = time.monotonic()
-    out = fn(*args, **kwargs)
-    return out, time.monotonic() - start

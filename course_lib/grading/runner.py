@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.exceptions import DeadKernelError
 
 from course_lib.checks.core import GRADING_DIR_ENV
 from course_lib.grading import records
@@ -110,8 +110,6 @@ def execute_task(task: Task) -> Result:
                               resources={"metadata": {"path": workdir}})
         try:
             client.execute()
-        except CellTimeoutError:
-            reasons.append(f"a cell ran longer than {task.limits.cell_timeout} s and was stopped")
         except DeadKernelError:
             reasons.append("the kernel died (os._exit, a crash, or the memory limit); "
                            "cells after that point earned nothing")
