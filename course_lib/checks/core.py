@@ -6,111 +6,130 @@ Test cells in the notebooks are written with `suite`:
         x, w, b = t.randn(5, 3), t.randn(3, 4), t.randn(4)
         t.check_vjp(affine, lambda x, w, b: x @ w + b, {"x": x, "w": w, "b": b})
 
-The same cell text runs in two places. In the student's kernel (Validate, plain nbgrader,
-`course check`) `t.run` calls the student's code and the cell raises on a wrong answer. Under
-`course grade` the kernel also writes what the student's code returned (data, never code) and
-the trusted grader runs the cell again with `t.run` replaying that data, recomputing every
-verdict with torch outside the kernel. Only `t.run` touches student code; everything else in
-a test cell is the course's own and runs identically in both places.
+The same cell text runs in one of two places, chosen with `reaching(...)`:
+
+- `InKernel()` (the default: Validate, plain `nbgrader autograde`): the cell runs in the
+  student's kernel and `t.run` calls their code directly;
+- `Proxied(session, seeds)` (`course grade`, `course check`): the cell runs in the trusted
+  grader, the notebook's names are proxies to the kernel (`course_lib.channel`), and every
+  reference answer is computed here, where the kernel cannot reach.
+
+`t.run` is the one door to student code: its result is reduced to data (anything else becomes
+`Unsupported`) the same way in both places, and a student error becomes one `GradeError`.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import io
-import json
-import os
 import warnings
 
 import numpy as np
 
 from course_lib import guard
-from course_lib.grading import records
-from course_lib.grading.records import Raised, Unsupported
+from course_lib.channel import wire
+from course_lib.channel.proxy import ChannelError, Remote, StudentError, scrub
+from course_lib.channel.wire import Unsupported
 
 RTOL, ATOL = 1e-6, 1e-8          # analytic gradients against torch
 FD_RTOL, FD_ATOL = 1e-4, 1e-6    # finite differences
-
-GRADING_DIR_ENV = "COURSE_GRADING_DIR"  # set by `course grade` inside the sandbox only
 
 
 class GradeError(AssertionError):
     """A wrong answer, with a message meant for the student."""
 
 
-# ---- where inputs come from and where outputs go ---------------------------------------------
-
 def default_seed(test_id: str) -> int:
-    """Fixed inputs for Validate, plain nbgrader and `course check`."""
+    """Fixed inputs for Validate and plain nbgrader."""
     return int.from_bytes(hashlib.sha256(test_id.encode()).digest()[:8], "little")
 
 
-class _Live:
-    """In the student's kernel: call their code, optionally record what it returned."""
+# ---- how a test reaches student code -------------------------------------------------------
 
-    def __init__(self):
-        self.directory = os.environ.get(GRADING_DIR_ENV)
-        self.seeds = {}
-        if self.directory:
-            with contextlib.suppress(OSError, ValueError):
-                with open(os.path.join(self.directory, "seeds.json")) as f:
-                    self.seeds = json.load(f)
+class InKernel:
+    """The test cell runs in the student's kernel (Validate, plain nbgrader): call directly."""
+
+    def seed(self, test_id: str) -> int:
+        return default_seed(test_id)
+
+    def run(self, label, thunk, student_objects):
+        not_own = [o for o in student_objects if getattr(o, "__module__", None) != "__main__"]
+        if not_own:
+            raise GradeError(f"{label}: your code raised {_not_own_message(label, not_own[0])}")
+        with guard.student_code(), quiet():
+            result = thunk()  # the student's own error propagates with their traceback
+        return wire.as_data(result)
+
+    def apply(self, fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+
+class Proxied:
+    """The test cell runs in the trusted grader; student code is behind a channel session."""
+
+    def __init__(self, session, seeds: dict[str, int] | None = None):
+        self.session, self.seeds = session, seeds or {}
 
     def seed(self, test_id: str) -> int:
         return int(self.seeds.get(test_id, default_seed(test_id)))
 
-    def run(self, test_id, index, label, thunk, student_objects):
-        error = None
-        not_own = [o for o in student_objects if getattr(o, "__module__", None) != "__main__"]
-        if not_own:
-            result = Raised(_not_own_message(label, not_own[0]))
-        else:
-            try:
-                with guard.student_code(), quiet():
-                    result = thunk()
-            except Exception as e:  # the student's bug: recorded, then shown with its traceback
-                result, error = Raised(f"{type(e).__name__}: {e}"), e
-        if self.directory:
-            records.write_probe(os.path.join(self.directory, "records"), test_id, index, result)
-        if error is not None:
-            raise error
-        return _unwrap(label, records.roundtrip(result))
-
-
-class _Replay:
-    """In the trusted grader: the student's outputs come from the records, never from code."""
-
-    def __init__(self, tree: dict, seed_of):
-        self.tree, self.seed_of = tree, seed_of
-
-    def seed(self, test_id: str) -> int:
-        return self.seed_of(test_id)
-
-    def run(self, test_id, index, label, thunk, student_objects):
-        files = records.probe_files(self.tree, test_id, index)
-        if not files:
-            raise GradeError(f"{label}: no result was recorded (the notebook stopped before this "
-                             "check ran: an earlier error, a timeout or a crashed kernel).")
+    def run(self, label, thunk, student_objects):
+        __tracebackhide__ = True
+        self.session.new_scope()
         try:
-            value = records.load_files(files)
-        except Exception:
-            raise GradeError(f"{label}: the recorded result is unreadable.") from None
-        return _unwrap(label, value)
+            for obj in student_objects:
+                module = obj.module() if isinstance(obj, Remote) else getattr(obj, "__module__", None)
+                if module != "__main__":
+                    raise GradeError(f"{label}: your code raised {_not_own_message(label, obj, module)}")
+            with quiet():
+                result = thunk()
+        except GradeError:
+            raise
+        except StudentError as e:
+            raise GradeError(f"{label}: your code raised "
+                             f"{scrub(e.describe(), self.session.secret_text)}") from None
+        except ChannelError as e:
+            raise GradeError(f"{label}: {e}") from None
+        except Exception as e:  # noqa: BLE001 (the student's result did not fit: unpacking...)
+            raise GradeError(f"{label}: your code raised {type(e).__name__}: "
+                             f"{str(e)[:200]}") from None
+        return wire.as_data(result, describe=_remote_type)
+
+    def apply(self, fn, *args, **kwargs):
+        return self.session.apply(f"{fn.__module__}:{fn.__qualname__}", *args, **kwargs)
 
 
-_backend = None  # None: live; a _Replay while course_lib.grading.verdicts replays a cell
+def _remote_type(obj):
+    return object.__getattribute__(obj, "_type") if isinstance(obj, Remote) else wire.type_name(obj)
 
 
-def _unwrap(label, value):
-    __tracebackhide__ = True  # IPython: show the student's code, not ours
-    if isinstance(value, Raised):
-        raise GradeError(f"{label}: your code raised {value.message}")
-    return value
+_reach = InKernel()
 
 
-def _not_own_message(label, obj) -> str:
-    name = getattr(obj, "__name__", type(obj).__name__)
-    module = getattr(obj, "__module__", "?")
+@contextlib.contextmanager
+def reaching(how):
+    """Run test cells with `how` (an `InKernel` or a `Proxied`) as the way to student code."""
+    global _reach
+    previous, _reach = _reach, how
+    try:
+        yield how
+    finally:
+        _reach = previous
+
+
+def student_side(fn, *args, **kwargs):
+    """Inside a `t.run` thunk: run course function `fn` where the student's objects live.
+
+    In the kernel that is a plain call; under `Proxied` it runs in the kernel through the
+    channel (one request instead of one per operation: a chain of 10^5 Tensor ops, say).
+    `fn` must be a module-level function of course_lib taking data and student objects.
+    """
+    return _reach.apply(fn, *args, **kwargs)
+
+
+def _not_own_message(label, obj, module=None) -> str:
+    name = getattr(obj, "__name__", None) or type(obj).__name__
+    module = module if module is not None else getattr(obj, "__module__", "?")
     return (f"NotYourOwn: `{name}` comes from `{module}`, not from this notebook. {label} grades "
             "your own implementation: define it in a cell of this notebook.")
 
@@ -127,11 +146,11 @@ def quiet():
 # ---- the suite a test cell opens ---------------------------------------------------------------
 
 class Suite:
-    def __init__(self, test_id: str, backend):
-        if not records.SAFE_ID.match(test_id):
+    def __init__(self, test_id: str, reach):
+        if not wire.SAFE_ID.match(test_id):
             raise ValueError(f"bad test id {test_id!r}")
-        self.test_id, self.backend = test_id, backend
-        self.rng = np.random.default_rng(backend.seed(test_id))
+        self.test_id, self.reach = test_id, reach
+        self.rng = np.random.default_rng(reach.seed(test_id))
         self.probes = 0
 
     # inputs (drawn in the same order in the kernel and in the grader)
@@ -156,9 +175,9 @@ class Suite:
     # the only door to student code
     def run(self, thunk, *student_objects, label=None):
         """Run `thunk()` as student code; return what it returned (as the grader sees it)."""
-        label = label or self.test_id
-        index, self.probes = self.probes, self.probes + 1
-        return self.backend.run(self.test_id, index, label, thunk, student_objects)
+        __tracebackhide__ = True
+        self.probes += 1
+        return self.reach.run(label or self.test_id, thunk, student_objects)
 
     # common checks
     def check_vjp(self, f, torch_f, inputs: dict, *, name=None, grads=None, g=None,
@@ -191,7 +210,7 @@ class Suite:
 @contextlib.contextmanager
 def suite(test_id: str):
     """Open a test cell's checks; `test_id` is the cell's nbgrader grade_id."""
-    t = Suite(test_id, _backend or _Live())
+    t = Suite(test_id, _reach)
     with quiet():
         yield t
     if t.probes == 0:
@@ -284,8 +303,6 @@ def assert_unchanged(name, after, before, names=None):
 
 def _as_array(received, expected, what):
     __tracebackhide__ = True  # IPython: show the student's code, not ours
-    if isinstance(received, Raised):
-        raise GradeError(f"{what}: your code raised {received.message}")
     if isinstance(received, Unsupported):
         raise GradeError(f"{what}: expected a numpy array, got {received!r}. Return numpy "
                          "float64 arrays (torch tensors and other objects are not accepted).")

@@ -26,14 +26,14 @@ is drawn before `t.run`, in the same order in the kernel and in the grader.
 """
 from __future__ import annotations
 
-import linecache
-import os
 import sys
 
 import numpy as np
 
 from course_lib import guard
-from course_lib.checks.core import ATOL, RTOL, GradeError, assert_close
+from course_lib.channel.kernel import describe_exception
+from course_lib.channel.proxy import StudentError
+from course_lib.checks.core import ATOL, RTOL, GradeError, assert_close, student_side
 
 __all__ = [
     "OPS", "FIXED_PAIRS", "broadcast_pair", "random_shape", "sum_to_shape",
@@ -217,27 +217,10 @@ def _flag(value):
     return bool(value) if isinstance(value, (bool, np.bool_)) else repr(value)[:100]
 
 
-def _library_file(filename):
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # course_lib/
-    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, here}
-    return any(filename.startswith(p) for p in prefixes if p)
-
-
 def _describe_exception(e):
-    """`Type: message (line N of your code: `...`)`, the innermost frame outside libraries."""
-    where = None
-    tb = e.__traceback__
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if not _library_file(filename):
-            where = (filename, tb.tb_lineno)
-        tb = tb.tb_next
-    text = f"{type(e).__name__}: {e}"
-    if len(text) > 600:
-        text = text[:600] + "..."
-    if where:
-        line = linecache.getline(*where).strip()
-        text += f" (at line {where[1]}" + (f": `{line[:160]}`)" if line else ")")
+    """`Type: first line (at line N: `code`)`, the innermost frame of notebook code."""
+    error = e if isinstance(e, StudentError) else StudentError(describe_exception(e))
+    text = error.describe()
     if isinstance(e, RecursionError):
         text = "RecursionError: " + RECURSION.format(limit=sys.getrecursionlimit()) + \
             f" [{text}]"
@@ -619,12 +602,7 @@ def check_deep_chain(t, Tensor, n=100_000):
     muls = (n + 1) // 2
 
     def body():
-        leaf = Tensor(x.copy(), requires_grad=True)
-        y = leaf
-        for i in range(n):
-            y = y * c if i % 2 == 0 else y + 0.0
-        y.backward(g.copy())
-        return {"out": _copy(y.data), "grad": _copy(leaf.grad)}
+        return student_side(deep_chain, Tensor, x, g, c, n)
 
     label = f"a chain of {n:,} ops (y = y * c, y = y + 0.0, ...)"
     got = t.run(lambda: _attempt(body), Tensor, label=label)
@@ -635,6 +613,16 @@ def check_deep_chain(t, Tensor, n=100_000):
         raise _grad_missing(label, "x")
     _compare(got["grad"], g * factor, f"{label}: x.grad", rtol=1e-6,
              hint=f"dy/dx = c**{muls}: every op in the chain passes its gradient on once.")
+
+
+def deep_chain(Tensor, x, g, c, n):
+    """(Where the Tensor lives) y = x * c + 0.0 * c ... (n ops), then y.backward(g)."""
+    leaf = Tensor(x.copy(), requires_grad=True)
+    y = leaf
+    for i in range(n):
+        y = y * c if i % 2 == 0 else y + 0.0
+    y.backward(g.copy())
+    return {"out": _copy(y.data), "grad": _copy(leaf.grad)}
 
 
 # ---- losses, layers, training -----------------------------------------------------------------

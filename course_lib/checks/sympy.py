@@ -29,7 +29,7 @@ import types
 import numpy as np
 import sympy
 
-from course_lib.checks.core import GradeError
+from course_lib.checks.core import GradeError, student_side
 
 RTOL, ATOL = 1e-8, 1e-10   # both sides are evaluated with 30 significant digits
 DIGITS = 30
@@ -204,11 +204,15 @@ def _as_matrix(value):
 
 
 def _student_probe(answer, names, pts, matrix):
-    """Evaluate the learner's answer at the points; only plain data is returned."""
+    """Evaluate the learner's answer at the points, where it lives; only plain data returns."""
     try:
-        value = answer()
+        return student_side(probe_value, answer(), names, pts, matrix)
     except NameError as e:
         return {"kind": "undefined", "detail": str(e)[:200]}
+
+
+def probe_value(value, names, pts, matrix):
+    """(In the kernel) the answer's kind, and its values at the points if it is an expression."""
     kind, obj = (_as_matrix if matrix else _as_expression)(value)
     wanted = ("matrix",) if matrix else ("expr", "number")
     if kind not in wanted:

@@ -3,15 +3,14 @@
 1. prepare: each submitted notebook is sanitized with nbgrader's own preprocessors against the
    gradebook (test cells restored), found under a wrong file name if need be, and packed
    with its files and HMAC seeds into a `Task`;
-2. execute: tasks run in parallel (processes, or a Dask cluster) in sandboxes; results are
-   cached on disk, so an interrupted run resumes where it stopped;
-3. finalize: every test cell's verdict is recomputed from the records, and nbgrader's
-   Autograde converter (with `InjectResults` in place of Execute) writes autograded/ and
-   the gradebook, one writer for the whole run.
+2. execute: tasks run in parallel (processes, or a Dask cluster): student cells in a
+   sandboxed kernel, test cells (text from the gradebook) in the worker, reaching student code
+   through the channel; verdicts are cached on disk, so an interrupted run resumes;
+3. finalize: nbgrader's Autograde converter (with `InjectResults` in place of Execute) writes
+   autograded/ and the gradebook from those verdicts, one writer for the whole run.
 """
 from __future__ import annotations
 
-import base64
 import concurrent.futures as cf
 import hashlib
 import json
@@ -28,7 +27,7 @@ from course_lib.grading import preprocessors as pp
 from course_lib.grading.course import Course
 from course_lib.grading.runner import Result, Task, execute_task
 from course_lib.grading.sandbox import Limits, bwrap_available
-from course_lib.grading.verdicts import Verdict, replay_cell, seeds_for
+from course_lib.grading.verdicts import Verdict, seeds_for
 
 CACHE = ".course_cache"
 FINALIZE_PREPROCESSORS = [
@@ -185,6 +184,7 @@ def _task_hash(task: Task) -> str:
     h = hashlib.sha256()
     h.update(task.nb_json.encode())
     h.update(json.dumps(task.seeds, sort_keys=True).encode())
+    h.update(json.dumps(task.tests, sort_keys=True).encode())
     h.update(json.dumps(asdict(task.limits), sort_keys=True).encode())
     h.update(str(task.sandbox).encode())
     for name in sorted(task.files):
@@ -193,7 +193,7 @@ def _task_hash(task: Task) -> str:
 
 
 class ResultCache:
-    """Executed notebooks and records on disk: a killed run resumes without re-running."""
+    """Executed notebooks and verdicts on disk: a killed run resumes without re-running."""
 
     def __init__(self, root: str):
         self.root = root
@@ -209,15 +209,16 @@ class ResultCache:
             return None
         if data.get("hash") != _task_hash(task):
             return None
-        tree = {k: base64.b64decode(v) for k, v in data["tree"].items()}
-        return Result(task.key, data["nb_json"], tree, data["reasons"], data["seconds"])
+        verdicts = {k: Verdict(**v) for k, v in data["verdicts"].items()}
+        return Result(task.key, data["nb_json"], verdicts, data["reasons"], data["seconds"],
+                      data.get("calls", 0))
 
     def put(self, task: Task, result: Result) -> None:
         path = self._path(task)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         data = {"hash": _task_hash(task), "nb_json": result.nb_json, "reasons": result.reasons,
-                "seconds": result.seconds,
-                "tree": {k: base64.b64encode(v).decode() for k, v in result.tree.items()}}
+                "seconds": result.seconds, "calls": result.calls,
+                "verdicts": {k: asdict(v) for k, v in result.verdicts.items()}}
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(data, f)
@@ -284,10 +285,6 @@ def _progress(total, enabled):
 
 # ---- 3. finalize --------------------------------------------------------------------------------
 
-def verdicts_for(result: Result, tests: dict, seeds: dict) -> dict:
-    return {grade_id: replay_cell(source, result.tree, seeds) for grade_id, source in tests.items()}
-
-
 def grade(course: Course, assignment: str | None = None, *, students=None, workers: int = 0,
           scheduler: str | None = None, sandbox: bool | None = None, limits: Limits = Limits(),
           force: bool = False, progress: bool = True) -> Report:
@@ -299,7 +296,7 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
     if force:
         shutil.rmtree(cache.root, ignore_errors=True)
     secret = course.secret()
-    tasks, outcomes, tests_of, seeds_of = [], {}, {}, {}
+    tasks, outcomes, tests_of = [], {}, {}
     with course.gradebook() as gb:
         known = {a.name: a for a in gb.assignments}
         for student, a in submissions(course, assignment, students):
@@ -317,14 +314,15 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
                     continue
                 tests = tests_of[(a, notebook)] = tests_of.get((a, notebook)) or \
                     test_cells(gb, notebook, a)
-                seeds = seeds_of[(student, a, notebook)] = seeds_for(secret, student, a, tests)
+                seeds = seeds_for(secret, student, a, tests)
                 nb = sanitize(course, nbformat.read(path, as_version=4), student, a, notebook)
                 tasks.append(Task(student, a, notebook, nbformat.writes(nb), files, seeds,
-                                  limits, sandbox))
+                                  limits, sandbox, tests))
     results = {}
     for result in run_tasks(tasks, cache, workers, scheduler, progress):
         student, a, notebook = result.key
-        verdicts = verdicts_for(result, tests_of[(a, notebook)], seeds_of[result.key])
+        verdicts = {gid: result.verdicts.get(gid) or Verdict(False, "this test did not run")
+                    for gid in tests_of[(a, notebook)]}
         results[result.key] = (nbformat.reads(result.nb_json, as_version=4), verdicts)
         outcomes[(student, a)].reasons += [f"{notebook}: {r}" for r in result.reasons]
         outcomes[(student, a)].seconds += result.seconds

@@ -81,9 +81,9 @@ def safe_outputs(outputs):
 class InjectResults(NbGraderPreprocessor):
     """Stands in for nbgrader's Execute: the notebook was executed in a sandbox beforehand.
 
-    `results[(student, assignment, notebook)]` holds the executed notebook and the trusted
-    verdict of every test cell; the cells' outputs are replaced so that nbgrader's
-    SaveAutoGrades scores exactly our verdicts.
+    `results[(student, assignment, notebook)]` holds the executed notebook and the verdict of
+    every test cell (run in the grader, not in the kernel); the cells' outputs are replaced so
+    that nbgrader's SaveAutoGrades scores exactly our verdicts.
     """
 
     results: dict = {}
@@ -100,12 +100,11 @@ class InjectResults(NbGraderPreprocessor):
             if ran is not None and ran.cell_type == "code":
                 cell.outputs = safe_outputs(ran.outputs)
                 cell.execution_count = ran.execution_count
-            if grade_id in verdicts:
+            if grade_id in verdicts:  # ran in the grader: its own printout or our message
                 verdict = verdicts[grade_id]
-                cell.outputs = [out for out in cell.outputs if out.output_type == "stream"
-                                and out.get("name") == "stdout"][:1] if verdict.passed else []
-                if not verdict.passed:
-                    cell.outputs.append(verdict_output(verdict))
+                cell.outputs = [verdict_output(verdict)] if not verdict.passed else \
+                    [nbformat.v4.new_output("stream", name="stdout", text=verdict.stdout)] \
+                    if verdict.stdout else []
         self._copy_unlabelled(nb, executed)
         return nb, resources
 

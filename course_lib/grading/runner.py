@@ -1,14 +1,20 @@
-"""Execute one submission's notebook in a sandbox and bring back its outputs and records.
+"""Execute one submission's notebook: student cells in a sandboxed kernel, test cells here.
 
-`execute_task` is the unit of work a worker runs: a pure function of a picklable `Task`
-(the notebook, its files and its seeds travel with it, so a Dask worker on another machine
-needs no shared filesystem). It never touches the gradebook.
+`execute_task` is the unit of work a worker runs: a pure function of a picklable `Task` (the
+notebook, its files, its test cells' text and its seeds travel with it, so a Dask worker on
+another machine needs no shared filesystem). It never touches the gradebook.
+
+The kernel runs the student's cells in order. At each test cell's place the worker runs the
+cell's text itself (`verdicts.run_test_cell`), reaching the notebook's objects through the
+channel (`course_lib.channel`): the kernel never receives a test's text, a reference value or
+a seed, only the arguments of the calls a test makes.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import queue
 import shutil
 import tempfile
 import time
@@ -18,11 +24,12 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-from course_lib.checks.core import GRADING_DIR_ENV
-from course_lib.grading import records
+from course_lib.channel.proxy import Session
 from course_lib.grading.sandbox import Limits, SandboxKernelManager
+from course_lib.grading.verdicts import Verdict, run_test_cell
 
-GRADING_DIR = ".grading"
+SERVE = "import course_lib.channel.kernel as _course_channel\n_course_channel.serve({!r}, {})"
+STOP_GRACE = 10.0   # seconds for the kernel's server to stop after a test cell
 
 
 @dataclass
@@ -35,6 +42,7 @@ class Task:
     seeds: dict = field(default_factory=dict)   # test id -> seed
     limits: Limits = field(default_factory=Limits)
     sandbox: bool = True
+    tests: dict = field(default_factory=dict)   # grade_id -> test cell text (from the gradebook)
 
     @property
     def key(self):
@@ -45,9 +53,10 @@ class Task:
 class Result:
     key: tuple
     nb_json: str
-    tree: dict
+    verdicts: dict                     # grade_id -> Verdict
     reasons: list
     seconds: float
+    calls: int = 0                     # requests the tests sent through the channel
 
 
 class CappedClient(NotebookClient):
@@ -89,41 +98,103 @@ def _write_files(workdir: str, files: dict) -> None:
             f.write(data)
 
 
+def _grade_id(cell):
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
 def execute_task(task: Task) -> Result:
+    return asyncio.run(_execute(task))
+
+
+async def _execute(task: Task) -> Result:
     start = time.monotonic()
     nb = nbformat.reads(task.nb_json, as_version=4)
     workdir = tempfile.mkdtemp(prefix="course-work-")
-    reasons = []
+    reasons, verdicts, calls = [], {}, 0
     km = None
     try:
         _write_files(workdir, task.files)
-        grading = os.path.join(workdir, GRADING_DIR)
-        os.makedirs(os.path.join(grading, "records"))
-        with open(os.path.join(grading, "seeds.json"), "w") as f:
-            json.dump(task.seeds, f)
-        env = {GRADING_DIR_ENV: grading, "NBGRADER_EXECUTION": "autograde"}
-        km = SandboxKernelManager(workdir, task.limits, extra_env=env, sandbox=task.sandbox)
+        km = SandboxKernelManager(workdir, task.limits, extra_env={}, sandbox=task.sandbox)
         client = CappedClient(nb, task.limits.output_bytes, km=km,
                               timeout=task.limits.cell_timeout, interrupt_on_timeout=True,
                               allow_errors=True, record_timing=False,
                               shutdown_kernel="immediate", startup_timeout=120,
                               resources={"metadata": {"path": workdir}})
+        stopped = None   # why the kernel stopped answering, once it has
         try:
-            client.execute()
+            async with client.async_setup_kernel():
+                await client.async_wait_for_reply(await _call(client.kc.kernel_info))
+                for index, cell in enumerate(nb.cells):
+                    gid = _grade_id(cell)
+                    if gid in task.tests:
+                        cell.outputs = []
+                        if stopped:
+                            verdicts[gid] = Verdict(False, f"this test did not run: {stopped}")
+                            continue
+                        verdicts[gid], n, stopped = await _test_cell(client, km, task, gid, index)
+                        calls += n
+                    elif cell.cell_type == "code" and not stopped:
+                        await client.async_execute_cell(cell, index,
+                                                        execution_count=client.code_cells_executed + 1)
         except DeadKernelError:
-            reasons.append("the kernel died (os._exit, a crash, or the memory limit); "
-                           "cells after that point earned nothing")
+            stopped = "the kernel died (os._exit, a crash, or the memory limit)"
         except Exception as e:  # a broken notebook must not stop the others
-            reasons.append(f"execution stopped: {type(e).__name__}: {str(e)[:300]}")
+            stopped = f"execution stopped: {type(e).__name__}: {str(e)[:300]}"
+        if stopped:
+            reasons.append(f"{stopped}; cells after that point earned nothing")
+            for gid in task.tests:
+                verdicts.setdefault(gid, Verdict(False, f"this test did not run: {stopped}"))
         if client.timed_out:
             reasons.append(f"{client.timed_out} cell(s) ran longer than "
                            f"{task.limits.cell_timeout} s and were interrupted")
         if client.flooded:
             reasons.append(f"{len(client.flooded)} cell(s) printed more than "
                            f"{task.limits.output_bytes} bytes and were interrupted")
-        tree = records.read_tree(os.path.join(grading, "records"))
     finally:
         if km is not None:
             km.cleanup_all()
         shutil.rmtree(workdir, ignore_errors=True)
-    return Result(task.key, nbformat.writes(nb), tree, reasons, time.monotonic() - start)
+    return Result(task.key, nbformat.writes(nb), verdicts, reasons, time.monotonic() - start,
+                  calls)
+
+
+async def _call(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+async def _test_cell(client, km, task: Task, gid: str, index: int):
+    """Run one test cell here against the kernel; (verdict, requests sent, why it stopped)."""
+    loop = asyncio.get_running_loop()
+    started = {}
+
+    def start(number):
+        code = SERVE.format(km.channel_dir, number)
+        started["id"] = asyncio.run_coroutine_threadsafe(
+            _call(client.kc.execute, code, silent=True, store_history=False, allow_stdin=False),
+            loop).result(30)
+
+    def interrupt():
+        asyncio.run_coroutine_threadsafe(km.interrupt_kernel(), loop)
+
+    session = Session(km.channel_dir, index, start, interrupt,
+                      call_timeout=task.limits.cell_timeout, cell_timeout=task.limits.cell_timeout)
+    verdict = await asyncio.to_thread(run_test_cell, task.tests[gid], session, task.seeds)
+    session.close()
+    if "id" in started and not await _wait_reply(client, started["id"], STOP_GRACE):
+        return verdict, session.calls, (f"the kernel did not stop after test {gid} "
+                                        "(it ignored an interrupt)")
+    return verdict, session.calls, None
+
+
+async def _wait_reply(client, msg_id: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            msg = await client.kc.shell_channel.get_msg(timeout=0.5)
+        except queue.Empty:
+            if not await client.km.is_alive():
+                return False
+            continue
+        if msg.get("parent_header", {}).get("msg_id") == msg_id:
+            return True
+    return False

@@ -126,7 +126,9 @@ def sandbox_command(kernel_cmd: list[str], workdir: str, kdir: str, limits: Limi
     # /tmp first: the environment, course_lib or the work folders may live below it
     cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     cmd += _system_binds() + _python_binds()
-    cmd += ["--bind", workdir, workdir, "--bind", kdir, kdir, "--chdir", workdir,
+    requests = os.path.join(kdir, "channel", "in")  # the grader writes, the kernel only reads
+    cmd += ["--bind", workdir, workdir, "--bind", kdir, kdir, "--ro-bind", requests, requests,
+            "--chdir", workdir,
             "--clearenv", "--unsetenv", "JPY_PARENT_PID"]
     for key, value in env.items():
         cmd += ["--setenv", key, value]
@@ -173,6 +175,9 @@ class SandboxKernelManager(AsyncKernelManager):
     def __init__(self, workdir: str, limits: Limits, extra_env=None, sandbox=True, **kwargs):
         self.kdir = tempfile.mkdtemp(prefix="course-kernel-")
         os.chmod(self.kdir, 0o700)
+        self.channel_dir = os.path.join(self.kdir, "channel")
+        for sub in ("in", "out"):
+            os.makedirs(os.path.join(self.channel_dir, sub), mode=0o700)
         home = os.path.join(self.kdir, "home")
         _seed_matplotlib_cache(os.path.join(home, "mpl"))
         super().__init__(transport="ipc", ip=os.path.join(self.kdir, "zmq"),

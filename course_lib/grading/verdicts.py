@@ -1,33 +1,23 @@
-"""Recompute a test cell's verdict outside the student's kernel.
+"""Run a test cell in the trusted grader, with the notebook's names as proxies to the kernel.
 
-The test cell's text comes from the course (gradebook or source/), never from the submission.
-It runs here with every name it does not define bound to a placeholder, and with
-`course_lib.checks` replaying the kernel's records instead of calling student code: whatever the
-kernel patched (numpy, torch, our helpers, its own error reporting), the comparison happens here.
+The test cell's text comes from the course (gradebook), never from the submission, and never
+enters the kernel. Every name the cell uses but does not define is a `Remote` for the
+notebook's object of that name; reference answers (torch, sympy, numpy) are computed here.
 """
 from __future__ import annotations
 
 import builtins
 import contextlib
-import io
 import hashlib
 import hmac
+import io
 import types
 from dataclasses import dataclass
 
+from course_lib.channel.proxy import ChannelError, StudentError, scrub
 from course_lib.checks import core
 
-
-class StudentName:
-    """A name the student defines; a test cell may only hand it to `t.run`."""
-
-    def __init__(self, name):
-        self._name = self.__name__ = name
-
-    def _refuse(self, *args, **kwargs):
-        raise RuntimeError(f"course bug: a test cell used `{self._name}` outside t.run")
-
-    __call__ = __getattr__ = __getitem__ = __iter__ = __bool__ = __len__ = _refuse
+MAX_STDOUT = 2_000  # characters of a passing test's own printout kept for the notebook
 
 
 def derive_seed(secret: bytes, student: str, assignment: str, test_id: str) -> int:
@@ -44,6 +34,7 @@ def seeds_for(secret: bytes, student: str, assignment: str, test_ids) -> dict[st
 class Verdict:
     passed: bool
     message: str = ""
+    stdout: str = ""
 
 
 def _names(code: types.CodeType):
@@ -54,31 +45,30 @@ def _names(code: types.CodeType):
             yield from _names(const)
 
 
-def replay_cell(source: str, tree: dict, seeds: dict[str, int]) -> Verdict:
-    """Run a test cell's course-written text against recorded outputs; pass or fail with why."""
+def run_test_cell(source: str, session, seeds: dict[str, int]) -> Verdict:
+    """Run a course-written test cell against the kernel behind `session`; pass or fail, why."""
     try:
         code = compile(source, "<test cell>", "exec")
     except SyntaxError as e:
         raise RuntimeError(f"course bug: test cell does not compile: {e}") from None
-    namespace = {n: StudentName(n) for n in set(_names(code)) if not hasattr(builtins, n)}
-    namespace["__name__"] = "__replay__"
-
-    def seed_of(test_id):
-        return seeds.get(test_id, core.default_seed(test_id))
-
-    previous, core._backend = core._backend, core._Replay(tree, seed_of)
+    session.secret_text = source
+    namespace = {n: session.name(n) for n in set(_names(code)) if not hasattr(builtins, n)}
+    namespace["__name__"] = "__test__"
+    out = io.StringIO()
     try:
-        with core.quiet(), contextlib.redirect_stdout(io.StringIO()):
+        with core.reaching(core.Proxied(session, seeds)), core.quiet(), \
+                contextlib.redirect_stdout(out):
             exec(code, namespace)
     except AssertionError as e:
         return Verdict(False, str(e) or "a check failed")
+    except StudentError as e:
+        return Verdict(False, scrub(f"your code raised {e.describe()}", source))
+    except ChannelError as e:
+        return Verdict(False, str(e))
     except RuntimeError as e:
         if "course bug" in str(e):
             raise
-        return Verdict(False, f"{type(e).__name__}: {e}")
-    except Exception as e:
-        return Verdict(False, f"{type(e).__name__}: {e}")
-    finally:
-        core._backend = previous
-    return Verdict(True)
-
+        return Verdict(False, scrub(f"{type(e).__name__}: {str(e)[:200]}", source))
+    except Exception as e:  # noqa: BLE001 (a student's object broke the check's own code)
+        return Verdict(False, scrub(f"{type(e).__name__}: {str(e)[:200]}", source))
+    return Verdict(True, stdout=out.getvalue()[:MAX_STDOUT])
