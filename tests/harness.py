@@ -219,3 +219,40 @@ def make_tiny_course(root: str):
     course = Course(root)
     assert course.api().generate_assignment("tiny")["success"]
     return course
+
+
+# ---- a real channel to a plain Python process (no Jupyter): fast tests of the boundary --------
+
+class ChannelKernel:
+    """A subprocess that runs `code` as its __main__ and then serves channel sessions 0, 1, ...
+
+    `verdict(test_source, seeds)` runs a test cell in this process, as `course grade` does,
+    with the subprocess's names behind the channel.
+    """
+
+    def __init__(self, code: str):
+        import tempfile
+        self.folder = tempfile.mkdtemp(prefix="channel-")
+        for sub in ("in", "out"):
+            os.makedirs(os.path.join(self.folder, sub))
+        script = (code + "\nfrom course_lib.channel.kernel import serve\n"
+                  f"_n = 0\nwhile True:\n    serve({self.folder!r}, _n)\n    _n += 1\n")
+        self.process = subprocess.Popen([sys.executable, "-c", script])
+        self.sessions = 0
+        self.last = None
+
+    def verdict(self, source: str, seeds=None, timeout=30.0):
+        from course_lib.channel.proxy import Session
+        from course_lib.grading.verdicts import run_test_cell
+        self.last = Session(self.folder, self.sessions, lambda n: None, self.process.kill,
+                            call_timeout=timeout, cell_timeout=timeout)
+        self.sessions += 1
+        try:
+            return run_test_cell(source, self.last, seeds or {})
+        finally:
+            self.last.close()
+
+    def close(self):
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)

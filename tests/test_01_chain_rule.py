@@ -9,7 +9,7 @@ import os
 import nbformat
 import pytest
 
-from harness import cell_by_id, grade_id, is_test, mutate, read, replace_cell, \
+from harness import ChannelKernel, cell_by_id, grade_id, is_test, mutate, read, replace_cell, \
     run_in_process, source_path, total
 
 A = "01_chain_rule"
@@ -80,9 +80,9 @@ def test_exercises_have_three_hints(nb):
         assert cell.metadata["nbgrader"]["locked"]
 
 
-def test_reference_passes_under_other_seeds(nb, tmp_path, monkeypatch):
+def test_reference_passes_under_other_seeds(nb):
     """Grading draws per-student inputs: the reference must pass for any seed."""
-    from course_lib.checks.core import GRADING_DIR_ENV
+    from course_lib.checks import InKernel, reaching
     namespace = {"__name__": "__main__"}
     tests = []
     for cell in lean(nb).cells:
@@ -93,12 +93,11 @@ def test_reference_passes_under_other_seeds(nb, tmp_path, monkeypatch):
             tests.append((grade_id(cell), source))
         else:
             exec(compile(source, grade_id(cell) or "cell", "exec"), namespace)
-    monkeypatch.setenv(GRADING_DIR_ENV, str(tmp_path))
     for trial in range(4):
         seeds = {gid: 1000003 * trial + i for i, (gid, _) in enumerate(tests)}
-        (tmp_path / "seeds.json").write_text(json.dumps(seeds))
-        for gid, source in tests:
-            exec(compile(source, gid, "exec"), dict(namespace))
+        with reaching(InKernel(seeds)):
+            for gid, source in tests:
+                exec(compile(source, gid, "exec"), dict(namespace))
 
 
 # ---- typical mistakes -----------------------------------------------------------------------
@@ -233,42 +232,44 @@ def test_undefined_answer_is_reported(nb):
     ("dy_dx = sympy.cos(x**2)*sympy.exp(3*x) + 3*sympy.sin(x**2)*sympy.exp(3*x)", False),
     ("dy_dx = 'not an expression'", False),
     ("dy_dx = u + x", False),
+    ("pass", False),
 ])
-def test_replay_agrees_with_kernel(nb, tmp_path, monkeypatch, answer, passes):
-    """The kernel records numbers; the trusted replay (no sympy object, no student code)
-    recomputes the verdict from them and reaches the kernel's verdict and message."""
-    from course_lib.checks.core import GRADING_DIR_ENV, GradeError
-    from course_lib.grading.records import read_tree
-    from course_lib.grading.verdicts import replay_cell
-
-    monkeypatch.setenv(GRADING_DIR_ENV, str(tmp_path))
-    (tmp_path / "seeds.json").write_text(json.dumps({"test_dy_dx_hidden": 12345}))
+def test_grader_agrees_with_kernel(nb, answer, passes):
+    """The same test cell, run in the kernel and run in the grader against the kernel through
+    the channel, reaches the same verdict and message."""
+    from course_lib.checks import GradeError, InKernel, reaching
+    seeds = {"test_dy_dx_hidden": 12345}
     source = cell_by_id(nb, "test_dy_dx_hidden").source
-    namespace = {"__name__": "__main__", "sympy": __import__("sympy")}
-    exec("x, u, v = sympy.symbols('x u v')\n" + answer, namespace)
+    code = "import sympy\nx, u, v = sympy.symbols('x u v')\n" + answer
+    namespace = {"__name__": "__main__"}
+    exec(code, namespace)
     kernel_message = None
     try:
-        exec(compile(source, "test", "exec"), namespace)
-    except GradeError as e:
+        with reaching(InKernel(seeds)):
+            exec(compile(source, "test", "exec"), namespace)
+    except (GradeError, NameError) as e:
         kernel_message = str(e)
     assert (kernel_message is None) == passes, kernel_message
-    tree = read_tree(str(tmp_path / "records"))
-    assert tree and all(name.endswith((".json", ".npy")) for name in tree)
-    verdict = replay_cell(source, tree, {"test_dy_dx_hidden": 12345})
+    kernel = ChannelKernel(code)
+    try:
+        verdict = kernel.verdict(source, seeds)
+    finally:
+        kernel.close()
     assert verdict.passed == passes
-    if not passes:
+    if not passes and answer != "pass":
         assert verdict.message == kernel_message
+    if answer == "pass":
+        assert "is not defined" in verdict.message
 
 
-def test_replay_never_sees_a_sympy_object(nb, tmp_path, monkeypatch):
-    """What the kernel writes for a sympy answer is plain JSON plus float arrays."""
-    from course_lib.checks.core import GRADING_DIR_ENV
-    monkeypatch.setenv(GRADING_DIR_ENV, str(tmp_path))
-    namespace = {"__name__": "__main__", "sympy": __import__("sympy")}
-    exec("r, theta = sympy.symbols('r theta')\nJ_f = sympy.Matrix([r*sympy.cos(theta), "
-         "r*sympy.sin(theta), r**2]).jacobian([r, theta])", namespace)
-    exec(compile(cell_by_id(nb, "test_J_f").source, "test", "exec"), namespace)
-    files = sorted(os.listdir(tmp_path / "records" / "test_J_f"))
-    assert files == ["0.0.npy", "0.json"]
-    record = json.loads((tmp_path / "records" / "test_J_f" / "0.json").read_text())
-    assert "Matrix" not in json.dumps(record) and "cos" not in json.dumps(record)
+def test_a_sympy_answer_crosses_as_numbers_only(nb):
+    """The grader gets the answer's values at its points: no handle to a sympy object."""
+    kernel = ChannelKernel("import sympy\nr, theta = sympy.symbols('r theta')\n"
+                           "J_f = sympy.Matrix([r*sympy.cos(theta), r*sympy.sin(theta), "
+                           "r**2]).jacobian([r, theta])")
+    try:
+        verdict = kernel.verdict(cell_by_id(nb, "test_J_f").source)
+        assert verdict.passed, verdict.message
+        assert kernel.last.calls == 1 and kernel.last.remotes == {}
+    finally:
+        kernel.close()

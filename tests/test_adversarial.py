@@ -5,6 +5,7 @@ the attacker earned nothing undeserved, and the honest student kept full marks.
 """
 import hashlib
 import os
+from collections import defaultdict
 import socket
 import threading
 
@@ -24,8 +25,7 @@ def sandbox_paths(course):
             "victim": course.path("submitted", "honest", "tiny", "tiny.ipynb")}
 
 
-def attacks(course, port):
-    p = sandbox_paths(course)
+def attacks(p, port):
     steal = f"""
 import os
 print(os.listdir('/'), os.path.exists(os.path.dirname({p['db']!r})))
@@ -98,14 +98,8 @@ fake.suite = lambda name: contextlib.nullcontext(T())
 fake.assert_close = lambda *a, **k: None
 sys.modules['course_lib.checks'] = fake
 """]),
-        "forge_records": (WRONG, ["""
-import os, json
-d = os.environ.get('COURSE_GRADING_DIR', '.') + '/records/test_square_grad_hidden'
-os.makedirs(d, exist_ok=True)
-for i in range(3):
-    open(f'{d}/{i}.json', 'w').write(json.dumps({'str': 'pass'}))
-os.symlink('/etc/passwd', d + '/9.json')
-"""]),
+        "generic_oracle": (ORACLE, []),
+        "leak_everything": (LEAK, []),
         "hide_errors_from_kernel": (WRONG, ["""
 from IPython import get_ipython
 ip = get_ipython()
@@ -122,7 +116,100 @@ def square_grad(x):
         "infinite_loop": (CORRECT, ["while True:\n    pass"]),
         "print_gigabytes": (WRONG, ["import sys\nwhile True:\n    sys.stdout.write('x' * 100000)"]),
         "delete_tests": (WRONG, ["DELETE_TESTS"]),
+        **{f"channel_{kind}": (CORRECT, [fake_server(kind)]) for kind in GARBAGE},
     }
+
+
+# A kernel that patches anything it can reach and records whatever it finds in memory, frames
+# and files, then answers with the best candidate: the references never were in the kernel.
+ORACLE = """
+import gc, sys, numpy as np
+import course_lib.checks.core as core, course_lib.channel.kernel as K
+found = []
+def _grab(*args, **kwargs):
+    found.extend(o.copy() for o in gc.get_objects() if isinstance(o, np.ndarray) and 0 < o.size < 100)
+    frame = sys._getframe()
+    while frame is not None:
+        found.extend(v.copy() for v in frame.f_locals.values() if isinstance(v, np.ndarray))
+        frame = frame.f_back
+for name in ("assert_close", "torch_vjp", "check_vjp_result", "assert_unchanged"):
+    setattr(core, name, _grab)
+_perform = K.Server.perform
+K.Server.perform = lambda self, *a: (_grab(), _perform(self, *a))[1]
+def square_grad(x):
+    _grab()
+    for arr in reversed(found):
+        if arr.shape == np.shape(x) and not np.array_equal(arr, x):
+            return arr
+    return x
+"""
+
+# A kernel that gathers every string it can see (history, frames, memory, environment, every
+# readable file near it, the channel's requests) and pushes it out every way it can.
+LEAK = """
+import gc, inspect, os, sys
+def _everything():
+    texts = [str(x) for x in get_ipython().user_ns.get("In", [])]
+    texts += [str(f.frame.f_locals)[:5000] for f in inspect.stack()]
+    texts += [o for o in gc.get_objects() if isinstance(o, str) and len(o) > 20]
+    texts += [f"{k}={v}" for k, v in os.environ.items()]
+    kernel_dir = os.path.dirname(sys.argv[sys.argv.index("-f") + 1])
+    for top in (os.getcwd(), "/tmp", kernel_dir):
+        for root, dirs, files in os.walk(top):
+            for name in files:
+                try:
+                    texts.append(open(os.path.join(root, name), errors="replace").read(100000))
+                except OSError:
+                    pass
+    return "\n".join(texts)
+def square_grad(x):
+    blob = _everything()
+    print(blob)
+    open("leak.txt", "w").write(blob)
+    raise RuntimeError(blob[-3000:].replace("\n", " "))
+"""
+
+# Kernels whose channel server answers with each kind of garbage (or never).
+GARBAGE = {
+    "not_json": "b'garbage\\n'",
+    "not_a_dict": "b'[1, 2, 3]\\n'",
+    "deep_nesting": "b'{\"kind\": \"result\", \"buffers\": [], \"value\": ' + b'{\"list\": [' * 200000 + b'\\n'",
+    "unknown_handle": "json.dumps({'kind': 'result', 'buffers': [], 'value': {'handle': 987654, 'type': 'ndarray'}}).encode() + b'\\n'",
+    "huge_shape": "json.dumps({'kind': 'result', 'buffers': [['<f8', [100000, 100000], 8]], 'value': {'array': 0}}).encode() + b'\\n' + bytes(8)",
+    "object_dtype": "json.dumps({'kind': 'result', 'buffers': [['|O', [1], 8]], 'value': {'array': 0}}).encode() + b'\\n' + bytes(8)",
+    "nan": "json.dumps({'kind': 'result', 'buffers': [], 'value': {'float': 'nan'}}).encode() + b'\\n'",
+    "bad_kind": "json.dumps({'kind': 'callback', 'callback': 99, 'buffers': [], 'value': {'none': True}}).encode() + b'\\n'",
+    "symlink": "'SYMLINK'",
+    "silence": "'SILENCE'",
+}
+
+
+def fake_server(kind):
+    return f"""
+import json, os, time
+import course_lib.channel.kernel as K
+GARBAGE = {GARBAGE[kind]}
+def fake_serve(folder, session):
+    sent = [0]
+    def put(data):
+        path = os.path.join(folder, "out", f"{{session}}-{{sent[0]}}.msg")
+        sent[0] += 1
+        if data == 'SYMLINK':
+            os.symlink("/etc/passwd", path)
+        elif data != 'SILENCE':
+            open(path, "wb").write(data)
+    put(json.dumps({{"kind": "ready", "buffers": []}}).encode() + b"\\n")
+    received = 0
+    while True:
+        path = os.path.join(folder, "in", f"{{session}}-{{received}}.msg")
+        while not os.path.exists(path):
+            time.sleep(0.001)
+        received += 1
+        if b'"stop"' in open(path, "rb").read(100):
+            return
+        put(GARBAGE)
+K.serve = fake_serve
+"""
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +241,7 @@ def graded(tmp_path_factory):
                 f.write(data)
 
     put("honest", submission(CORRECT))
-    names = attacks(course, listener.getsockname()[1])
+    names = attacks(sandbox_paths(course), listener.getsockname()[1])
     for name, (solution, before) in names.items():
         if before == ["DELETE_TESTS"]:
             nb = submission(solution)
@@ -162,6 +249,8 @@ def graded(tmp_path_factory):
                         c.metadata.get("nbgrader", {}).get("grade_id", "")]
         else:
             nb = submission(solution, before)
+        if name == "leak_everything":  # a cell after the tests prints what the tests left
+            nb.cells.append(nbformat.v4.new_code_cell("print(open('leak.txt').read())"))
         put(name, nb)
     put("corrupt_notebook", b"{ this is not json")
     put("wrong_name_extra_files", submission(CORRECT), name="my homework.ipynb",
@@ -198,11 +287,7 @@ def test_honest_student_keeps_full_marks(graded):
     assert _outcome(graded, "honest").status == "graded"
 
 
-ATTACKS = ["read_gradebook_and_source", "write_gradebook", "write_other_student", "fork_bomb",
-           "memory_bomb", "network", "os_exit", "patch_allclose", "patch_course_checks",
-           "redefine_test_imports", "forge_records", "hide_errors_from_kernel",
-           "torch_autograd_shortcut", "infinite_loop", "print_gigabytes", "delete_tests",
-           "corrupt_notebook"]
+ATTACKS = sorted(attacks(defaultdict(str), 0)) + ["corrupt_notebook"]
 
 
 @pytest.mark.parametrize("attacker", ATTACKS)
@@ -262,6 +347,26 @@ def test_wrong_file_name_is_still_graded(graded):
 def test_shortcut_gets_a_message_that_says_why(graded):
     path = graded["course"].path("autograded", "torch_autograd_shortcut", "tiny", "tiny.ipynb")
     assert "compute the gradient yourself" in _outputs(path)
+
+
+def test_nothing_of_the_tests_reaches_a_kernel_output(graded):
+    """Whatever a kernel gathered and printed, raised or wrote: no hidden line, no secret."""
+    hidden_lines = [line.strip() for line in HIDDEN.splitlines()[1:-1] if len(line.strip()) > 12]
+    for name in ("leak_everything", "generic_oracle", "hide_errors_from_kernel"):
+        path = graded["course"].path("autograded", name, "tiny", "tiny.ipynb")
+        text = _outputs(path)
+        assert SECRET not in text, name
+        for line in hidden_lines:
+            assert line not in text, (name, line)
+    assert "RuntimeError" in _outputs(graded["course"].path("autograded", "leak_everything",
+                                                            "tiny", "tiny.ipynb"))
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_garbage_from_the_channel_costs_only_that_test(graded, kind):
+    text = _outputs(graded["course"].path("autograded", f"channel_{kind}", "tiny", "tiny.ipynb"))
+    assert any(word in text for word in ("malformed", "refused", "did not return", "expected",
+                                         "<ndarray>", "got nan")), text[:2000]
 
 
 def test_feedback_never_shows_hidden_tests(graded):

@@ -99,6 +99,13 @@ class Encoder:
         self.buffers: list[np.ndarray] = []
 
     def __call__(self, obj, depth=0):
+        if is_array_data(obj):
+            spec = {"array": len(self.buffers), "generic": isinstance(obj, np.generic)}
+            arr = np.asarray(obj)
+            self.buffers.append(arr)
+            if self.array_ids is not None and isinstance(obj, np.ndarray):
+                spec["id"] = self.array_ids(obj)
+            return spec
         if obj is None:
             return {"none": True}
         if isinstance(obj, bool):
@@ -109,13 +116,6 @@ class Encoder:
             return {"float": _float(obj)}
         if isinstance(obj, str):
             return {"str": obj[:MAX_STR]}
-        if is_array_data(obj):
-            spec = {"array": len(self.buffers), "generic": isinstance(obj, np.generic)}
-            arr = np.asarray(obj)
-            self.buffers.append(arr)
-            if self.array_ids is not None and isinstance(obj, np.ndarray):
-                spec["id"] = self.array_ids(obj)
-            return spec
         if is_container(obj, depth):
             if isinstance(obj, dict):
                 return {"dict": [[k[:200], self(v, depth + 1)] for k, v in obj.items()]}
@@ -238,8 +238,10 @@ def read_regular(path: str, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes | None:
     """The bytes of a regular file, without following links; None if absent or not allowed."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError as e:  # a link (ELOOP), a folder...: planted, not written by the protocol
+        raise WireError(f"unreadable message ({e.strerror})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -1,0 +1,116 @@
+"""The trust boundary of `course grade`: what a kernel is sent, and what comes back.
+
+Everything the grader hands a kernel during one real grading run is recorded (the code of
+every cell it executes and every channel message) and searched for the tests' text, the
+grading seeds and the reference answers torch computed: none of them may be there.
+"""
+import numpy as np
+import pytest
+
+from course_lib.channel import proxy, wire
+from course_lib.checks import core
+from course_lib.grading import pipeline, runner
+from course_lib.grading.sandbox import bwrap_available
+from course_lib.grading.verdicts import seeds_for
+from harness import grade_id, is_test, make_course, read, source_path, submit
+
+ASSIGNMENT = "03_mlp_backward"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
+def test_a_kernel_is_sent_no_test_text_seed_or_reference(tmp_path, monkeypatch):
+    course = make_course(str(tmp_path), [ASSIGNMENT])
+    submit(course, "reference", ASSIGNMENT, source_path(ASSIGNMENT))
+    sent, references = [], []
+
+    real_write = wire.write_message
+    monkeypatch.setattr(wire, "write_message",
+                        lambda folder, name, data: (sent.append(data), real_write(folder, name, data))[1])
+    real_cell = runner.CappedClient.async_execute_cell
+
+    async def spy_cell(self, cell, index, **kwargs):
+        sent.append(cell.source.encode())
+        return await real_cell(self, cell, index, **kwargs)
+    monkeypatch.setattr(runner.CappedClient, "async_execute_cell", spy_cell)
+    real_torch_vjp = core.torch_vjp
+
+    def spy_torch_vjp(*args, **kwargs):
+        out, expected = real_torch_vjp(*args, **kwargs)
+        references.extend(r for r in [out["out"], *expected]
+                          if np.size(r) > 1 and not np.array_equal(r, out["g"]))
+        return out, expected
+    monkeypatch.setattr(core, "torch_vjp", spy_torch_vjp)
+
+    report = pipeline.grade(course, ASSIGNMENT, workers=1, sandbox=True, progress=False)
+    assert report.count("graded") == 1, report.summary()
+    scores = pipeline.scores(course, ASSIGNMENT)[("reference", ASSIGNMENT)]
+    assert all(s == m for s, m in scores.values()), scores
+    assert len(sent) > 100 and len(references) > 20  # the run really talked to the kernel
+
+    blob = b"\n".join(sent)
+    nb = read(source_path(ASSIGNMENT))
+    student_lines = {line.strip() for c in nb.cells if not is_test(c) for line in c.source.splitlines()}
+    test_lines = {line.strip() for c in nb.cells if is_test(c) for line in c.source.splitlines()
+                  if len(line.strip()) > 20} - student_lines
+    assert test_lines
+    for line in test_lines:
+        assert line.encode() not in blob, line
+    seeds = seeds_for(course.secret(), "reference", ASSIGNMENT,
+                      [grade_id(c) for c in nb.cells if is_test(c)])
+    for seed in seeds.values():
+        assert str(seed).encode() not in blob
+        assert np.int64(np.uint64(seed).astype(np.int64)).tobytes() not in blob
+    for ref in references:
+        assert np.ascontiguousarray(ref).tobytes() not in blob
+
+
+def test_student_errors_keep_their_builtin_type_and_lose_test_text():
+    error = proxy.student_error({"type": "NameError", "message": "name 'x' is not defined",
+                                 "line": 3, "code": "return x + 1"})
+    assert isinstance(error, NameError) and isinstance(error, proxy.StudentError)
+    assert error.describe() == "NameError: name 'x' is not defined (at line 3: `return x + 1`)"
+    odd = proxy.student_error({"type": "SystemExit", "message": "m" * 5000})
+    assert type(odd) is proxy.StudentError and len(odd.describe()) < 300
+    assert proxy.student_error("garbage").describe() == "Exception: "
+    secret = "    assert_close(got, reference_gradient, what='hidden')\n"
+    assert "reference_gradient" not in proxy.scrub(
+        "oops assert_close(got, reference_gradient, what='hidden') here", secret)
+
+
+@pytest.mark.parametrize("data", [
+    b"no newline at all",
+    b"[1, 2]\n",
+    b'{"buffers": 3}\n',
+    b'{"buffers": [["|O", [1], 8]]}\n' + bytes(8),
+    b'{"buffers": [["<f8", [1000000, 1000000], 8]]}\n' + bytes(8),
+    b'{"buffers": [["<f8", [-1], 8]]}\n' + bytes(8),
+    b'{"buffers": [["<f8", [2], 16]]}\n' + bytes(8),
+    b'{"x": ' + b"[" * 100000 + b"\n",
+])
+def test_malformed_messages_are_refused(data):
+    with pytest.raises(wire.WireError):
+        wire.unpack(data)
+
+
+@pytest.mark.parametrize("spec", [
+    {"array": 5}, {"array": True}, {"int": True}, {"float": "1e400x"}, {"str": 3},
+    {"dict": [[1, {"none": True}]]}, {"tuple": "abc"}, {"what": 1}, {}, "string",
+    {"list": [{"list": [{"list": []}]}] * 3, "extra": 1, "more": 2, "and": 3, "five": 5},
+])
+def test_malformed_values_are_refused(spec):
+    with pytest.raises(wire.WireError):
+        wire.Decoder([], lambda s: None)(spec)
+
+
+def test_values_survive_the_wire_exactly():
+    value = {"a": [np.arange(6.0).reshape(2, 3), np.float64(2.5), np.array(True)],
+             "b": (1, -2**62, float("nan"), None, "text", np.zeros((0, 3))),
+             "c": np.array(7, dtype=np.int64)}
+    encode = wire.Encoder(lambda obj: pytest.fail("no references here"))
+    header, buffers = wire.unpack(wire.pack({"value": encode(value)}, encode.buffers))
+    back = wire.Decoder(buffers, lambda s: None)(header["value"])
+    assert back["a"][0].shape == (2, 3) and np.array_equal(back["a"][0], value["a"][0])
+    assert isinstance(back["a"][1], np.float64) and back["a"][2].shape == ()
+    assert back["b"][:2] == (1, -2**62) and np.isnan(back["b"][2]) and back["b"][3:5] == (None, "text")
+    assert back["b"][5].shape == (0, 3) and back["c"].shape == () and back["c"].dtype == np.int64
