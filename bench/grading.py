@@ -5,11 +5,13 @@
 The same synthetic class (N students x 4 assignments: reference, untouched release and a
 typical mistake in turn) is graded three ways in one run, each in a fresh copy of the course.
 Prints seconds per notebook and the ratios, plus the floor: starting a kernel and importing
-numpy, torch and sympy. Numbers, not assertions: see bench/README.md for what we measured.
+numpy, torch and sympy; and the channel: requests the test cells send per notebook under
+`course grade`, and what one request costs. Numbers, not assertions: see bench/README.md.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -18,9 +20,10 @@ import tempfile
 import time
 
 import nbformat
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from harness import NOTEBOOKS, make_course, source_path, submit  # noqa: E402
+from harness import ChannelKernel, NOTEBOOKS, make_course, source_path, submit  # noqa: E402
 
 from course_lib.grading import demo, pipeline  # noqa: E402
 from course_lib.grading.sandbox import bwrap_available  # noqa: E402
@@ -53,11 +56,37 @@ def plain_nbgrader(course) -> float:
     return time.monotonic() - start
 
 
+CALLS: dict[str, list[int]] = {}
+
+
 def course_grade(course, workers: int, sandbox=None) -> float:
     start = time.monotonic()
     report = pipeline.grade(course, workers=workers, sandbox=sandbox, progress=False)
     assert report.count("failed") == 0, report.summary()
-    return time.monotonic() - start
+    seconds = time.monotonic() - start
+    for dirpath, _, files in os.walk(course.path(pipeline.CACHE, "results")):
+        for name in files:
+            with open(os.path.join(dirpath, name)) as f:
+                CALLS.setdefault(os.path.basename(dirpath), []).append(json.load(f)["calls"])
+    return seconds
+
+
+def channel_request_ms(n: int = 500) -> float:
+    """Milliseconds per request: call a notebook function with a (5, 3) array, get an array back."""
+    kernel = ChannelKernel("def f(x):\n    return 2 * x\n")
+    try:
+        from course_lib.channel.proxy import Session
+        session = Session(kernel.folder, 0, lambda number: None, kernel.close)
+        f, x = session.name("f"), np.ones((5, 3))
+        f(x)
+        start = time.perf_counter()
+        for _ in range(n):
+            f(x)
+        seconds = time.perf_counter() - start
+        session.close()
+    finally:
+        kernel.close()
+    return 1000 * seconds / n
 
 
 def kernel_floor(repeats: int = 3) -> float:
@@ -98,6 +127,11 @@ def main():
           f"cores: {cores}")
     for name, seconds in runs.items():
         print(f"  {name:<34} {seconds / plain:5.2f}x the time of plain nbgrader")
+    request = channel_request_ms()
+    print(f"channel: {request:.2f} ms per request (a notebook function called with an array)")
+    for assignment, calls in sorted(CALLS.items()):
+        print(f"  {assignment:<22} {max(calls):5d} requests per notebook (most), "
+              f"~{max(calls) * request / 1000:.1f} s of channel time")
 
 
 if __name__ == "__main__":

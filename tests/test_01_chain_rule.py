@@ -3,8 +3,6 @@ mistakes lose points with a message that helps, and the sympy probes cross the s
 values (the trusted replay reaches the same verdicts as the kernel)."""
 from __future__ import annotations
 
-import json
-import os
 
 import nbformat
 import pytest
