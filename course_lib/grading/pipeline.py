@@ -314,10 +314,12 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
                     continue
                 tests = tests_of[(a, notebook)] = tests_of.get((a, notebook)) or \
                     test_cells(gb, notebook, a)
-                seeds = seeds_for(secret, student, a, tests)
                 nb = sanitize(course, nbformat.read(path, as_version=4), student, a, notebook)
-                tasks.append(Task(student, a, notebook, nbformat.writes(nb), files, seeds,
-                                  limits, sandbox, tests))
+                nb_json = nbformat.writes(nb)
+                seeds = seeds_for(secret, student, a, tests,
+                                  hashlib.sha256(nb_json.encode()).hexdigest())
+                tasks.append(Task(student, a, notebook, nb_json, files, seeds, limits, sandbox,
+                                  tests))
     results = {}
     for result in run_tasks(tasks, cache, workers, scheduler, progress):
         student, a, notebook = result.key

@@ -121,9 +121,10 @@ class InjectResults(NbGraderPreprocessor):
 class HideHiddenTests(ClearHiddenTests):
     """For feedback: a hidden test region becomes one comment line; no test text is shown.
 
-    The kernel saw the hidden tests' text while it ran them, so a student's cell that runs
-    later could print it: outputs of the student's own cells after the first hidden test are
-    left out of feedback (they are in the student's notebook and in autograded/).
+    The kernel never sees a test's text, but it does see the inputs the tests call the
+    student's code with, so a cell that runs after a hidden test could print them: outputs of
+    the student's own cells after the first hidden test are left out of feedback (they are in
+    the student's notebook and in autograded/).
     """
 
     enforce_metadata = False

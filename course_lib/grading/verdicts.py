@@ -20,14 +20,18 @@ from course_lib.checks import core
 MAX_STDOUT = 2_000  # characters of a passing test's own printout kept for the notebook
 
 
-def derive_seed(secret: bytes, student: str, assignment: str, test_id: str) -> int:
-    """Grading inputs: unknown to students, identical across re-runs, workers and resumes."""
-    msg = "\0".join((student, assignment, test_id)).encode()
+def derive_seed(secret: bytes, student: str, assignment: str, test_id: str,
+                submission: str = "") -> int:
+    """Grading inputs: unknown to students, identical across re-runs, workers and resumes of
+    the same submission, new for a changed one (inputs a kernel saw and leaked, e.g. in an
+    error message, are of no use to the next submission)."""
+    msg = "\0".join((student, assignment, test_id, submission)).encode()
     return int.from_bytes(hmac.new(secret, msg, hashlib.sha256).digest()[:8], "little")
 
 
-def seeds_for(secret: bytes, student: str, assignment: str, test_ids) -> dict[str, int]:
-    return {t: derive_seed(secret, student, assignment, t) for t in test_ids}
+def seeds_for(secret: bytes, student: str, assignment: str, test_ids,
+              submission: str = "") -> dict[str, int]:
+    return {t: derive_seed(secret, student, assignment, t, submission) for t in test_ids}
 
 
 @dataclass
