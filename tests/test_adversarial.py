@@ -366,7 +366,7 @@ def test_nothing_of_the_tests_reaches_a_kernel_output(graded):
 def test_garbage_from_the_channel_costs_only_that_test(graded, kind):
     text = _outputs(graded["course"].path("autograded", f"channel_{kind}", "tiny", "tiny.ipynb"))
     assert any(word in text for word in ("malformed", "refused", "did not return", "expected",
-                                         "<ndarray>", "got nan")), text[:2000]
+                                         "could not be read")), text[:2000]
 
 
 def test_feedback_never_shows_hidden_tests(graded):

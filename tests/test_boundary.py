@@ -40,9 +40,11 @@ def test_a_kernel_is_sent_no_test_text_seed_or_reference(tmp_path, monkeypatch):
 
     def spy_torch_vjp(*args, **kwargs):
         out, expected = real_torch_vjp(*args, **kwargs)
-        given = [out["g"], *args[1].values()]  # what the kernel must see anyway
+        # what the kernel must see anyway: a reference equal to (a row of) an input or the
+        # cotangent, as db = g[0] when N = 1, is not a leak
+        given = b"|".join(np.ascontiguousarray(v).tobytes() for v in [out["g"], *args[1].values()])
         references.extend(r for r in [out["out"], *expected] if np.size(r) > 1
-                          and not any(np.array_equal(r, v) for v in given))
+                          and np.ascontiguousarray(r).tobytes() not in given)
         return out, expected
     monkeypatch.setattr(core, "torch_vjp", spy_torch_vjp)
 

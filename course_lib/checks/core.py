@@ -136,6 +136,9 @@ def student_side(fn, *args, **kwargs):
 
 def _not_own_message(label, obj, module=None) -> str:
     name = getattr(obj, "__name__", None) or type(obj).__name__
+    if isinstance(obj, Remote) and module is None:
+        return (f"NotYourOwn: where `{name}` comes from could not be read from your notebook. "
+                f"{label} grades your own implementation: define it in a cell of this notebook.")
     module = module if module is not None else getattr(obj, "__module__", "?")
     return (f"NotYourOwn: `{name}` comes from `{module}`, not from this notebook. {label} grades "
             "your own implementation: define it in a cell of this notebook.")
