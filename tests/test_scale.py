@@ -1,9 +1,15 @@
 """Grading at scale: parallel and distributed runs give exactly the serial gradebook; PostgreSQL."""
+import contextlib
+import json
 import os
 import shutil
+import signal
 import socket
+import ssl
 import subprocess
+import sys
 import tempfile
+import time
 
 import pytest
 
@@ -54,11 +60,91 @@ def test_two_workers_match_serial(serial, tmp_path):
     assert graded_class(str(tmp_path), workers=2) == serial
 
 
-def test_dask_cluster_matches_serial(serial, tmp_path):
-    distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        assert graded_class(str(tmp_path), scheduler=cluster.scheduler_address) == serial
+# ---- a Dask cluster with mutual TLS, started as the README starts it -----------------------------
+
+def _start(argv, log):
+    with open(log, "wb") as out:  # its own process group: the finalizer stops it and its children
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+            return
+
+
+def _scheduler_address(path, proc, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError, ValueError):
+            with open(path) as f:
+                return json.load(f)["address"]
+        time.sleep(0.2)
+    raise RuntimeError(f"dask scheduler did not start (exit code {proc.poll()})")
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory):
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, all with mutual TLS."""
+    from course_lib.grading import cluster
+    certs = cluster.make_certs(str(tmp_path_factory.mktemp("certs")))
+    logs = tmp_path_factory.mktemp("dask")
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+
+    def tls(role):
+        return ["--tls-ca-file", certs["ca"], "--tls-cert", certs[role],
+                "--tls-key", certs[f"{role}_key"]]
+
+    procs = []
+    try:
+        procs.append(_start([dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
+                             "--port", "0", "--no-dashboard", "--scheduler-file",
+                             str(logs / "scheduler.json"), *tls("scheduler")],
+                            logs / "scheduler.log"))
+        address = _scheduler_address(logs / "scheduler.json", procs[0])
+        assert address.startswith("tls://127.0.0.1:")
+        procs.append(_start([dask, "worker", address, "--host", "127.0.0.1", "--nworkers", "2",
+                             "--nthreads", "1", "--no-dashboard", *tls("worker")],
+                            logs / "worker.log"))
+        scheduler = cluster.Scheduler(address, certs["ca"], certs["client"], certs["client_key"])
+        with cluster.connect(scheduler) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield scheduler
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def test_tls_dask_cluster_matches_serial(serial, tls_cluster, tmp_path):
+    assert graded_class(str(tmp_path), scheduler=tls_cluster) == serial
+
+
+def test_a_client_certificate_from_another_ca_is_refused(tls_cluster, tmp_path):
+    from distributed import Client
+    from distributed.security import Security
+    from course_lib.grading import cluster
+    other = cluster.make_certs(str(tmp_path / "other"))
+    # the intruder trusts the real CA (a public file) but holds no certificate signed by it
+    intruder = Security(tls_ca_file=tls_cluster.ca, tls_client_cert=other["client"],
+                        tls_client_key=other["client_key"], require_encryption=True)
+    with pytest.raises(OSError, match=r"SSL\w*Error"):  # an alert (unknown CA) or a hang-up
+        Client(tls_cluster.address, security=intruder, timeout="5s")
+    with cluster.connect(tls_cluster) as client:  # the scheduler is up: refused for the cert
+        assert client.scheduler_info()["workers"]
+
+
+def test_a_client_without_a_certificate_is_refused(tls_cluster):
+    context = ssl.create_default_context(cafile=tls_cluster.ca)
+    context.check_hostname = False
+    host, port = tls_cluster.address.removeprefix("tls://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):  # accepted: recv times out
+            with context.wrap_socket(raw) as tls:  # TLS 1.3: the refusal comes with the read
+                tls.sendall(b"\0" * 8)
+                tls.recv(1)
 
 
 def test_interrupted_run_resumes_to_the_same_gradebook(serial, tmp_path):
