@@ -39,16 +39,20 @@ def cmd_release(args):
 
 @verb("grade", "autograde everything in submitted/ (sandboxed, parallel, resumable)")
 def cmd_grade(args):
+    from course_lib.grading import cluster
+    scheduler = _scheduler(args)  # first: a refused scheduler costs no time
     from course_lib.grading import pipeline, report
     from course_lib.grading.sandbox import Limits
-    scheduler = _scheduler(args)
     course = _course(args)
     if args.assignment:
         _assignments(course, args.assignment)
     limits = Limits(cell_timeout=args.timeout)
-    result = pipeline.grade(course, args.assignment, students=args.student, workers=args.workers,
-                            scheduler=scheduler, sandbox=args.sandbox, limits=limits,
-                            force=args.force, progress=not args.quiet)
+    try:
+        result = pipeline.grade(course, args.assignment, students=args.student,
+                                workers=args.workers, scheduler=scheduler, sandbox=args.sandbox,
+                                limits=limits, force=args.force, progress=not args.quiet)
+    except cluster.ClusterError as e:
+        raise SystemExit(str(e))
     print(result.summary())
     print(report.score_table(pipeline.scores(course, args.assignment)))
     return 1 if result.count("failed") else 0

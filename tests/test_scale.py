@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -10,12 +11,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 import pytest
 
 from course_lib.grading import pipeline
 from course_lib.grading.sandbox import Limits
-from harness import CORRECT, WRONG, make_tiny_course, submission
+from harness import CORRECT, REPO, WRONG, make_tiny_course, submission
+
+BIN = os.path.dirname(sys.executable)
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +30,19 @@ CLASS = {  # eight students, mixed: correct, wrong, unsolved-like, crashing, pri
 }
 
 
-def graded_class(root, db_url=None, **kwargs):
+def class_course(root, db_url=None):
+    """The tiny course, released, with CLASS submitted."""
+    import nbformat
     course = make_tiny_course(root) if db_url is None else _course_with_db(root, db_url)
     for student, solution in CLASS.items():
         folder = course.path("submitted", student, "tiny")
         os.makedirs(folder, exist_ok=True)
-        import nbformat
         nbformat.write(submission(solution), os.path.join(folder, "tiny.ipynb"))
+    return course
+
+
+def graded_class(root, db_url=None, **kwargs):
+    course = class_course(root, db_url)
     report = pipeline.grade(course, "tiny", progress=False, limits=Limits(cell_timeout=20), **kwargs)
     assert report.count("failed") == 0, report.summary()
     return pipeline.scores(course, "tiny")
@@ -62,9 +72,10 @@ def test_two_workers_match_serial(serial, tmp_path):
 
 # ---- a Dask cluster with mutual TLS, started as the README starts it -----------------------------
 
-def _start(argv, log):
+def _start(argv, cwd, log):
     with open(log, "wb") as out:  # its own process group: the finalizer stops it and its children
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def _stop(proc):
@@ -86,40 +97,69 @@ def _scheduler_address(path, proc, seconds=60):
     raise RuntimeError(f"dask scheduler did not start (exit code {proc.poll()})")
 
 
+def readme_recipe() -> dict:
+    """The README's cluster commands as argv lists, keyed by their first two words."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## Grading on a cluster"):text.index("## Developing")]
+    block = section.split("```bash")[1].split("```")[0].replace("\\\n", " ")
+    commands = (shlex.split(line, comments=True) for line in block.splitlines())
+    return {" ".join(argv[:2]): argv for argv in commands if argv}
+
+
+def _local(argv, replace=(), **options):
+    """`argv` with our binaries, substrings replaced and `--option value` pairs set or added."""
+    argv = [os.path.join(BIN, argv[0]), *argv[1:]]
+    for old, new in replace:
+        argv = [arg.replace(old, new) for arg in argv]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    return argv
+
+
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory):
-    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, all with mutual TLS."""
+    """The README's recipe on 127.0.0.1: its certificates, scheduler, two workers; grade's argv."""
     from course_lib.grading import cluster
-    certs = cluster.make_certs(str(tmp_path_factory.mktemp("certs")))
-    logs = tmp_path_factory.mktemp("dask")
-    dask = os.path.join(os.path.dirname(sys.executable), "dask")
-
-    def tls(role):
-        return ["--tls-ca-file", certs["ca"], "--tls-cert", certs[role],
-                "--tls-key", certs[f"{role}_key"]]
-
+    recipe = readme_recipe()
+    top = tmp_path_factory.mktemp("cluster")
+    subprocess.run(_local(recipe["course cluster-certs"], [("SCHEDULER", "localhost")]),
+                   cwd=top, check=True, capture_output=True, timeout=60)
+    certs = top / "certs"  # the commands name the files as copied onto each machine
     procs = []
     try:
-        procs.append(_start([dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
-                             "--port", "0", "--no-dashboard", "--scheduler-file",
-                             str(logs / "scheduler.json"), *tls("scheduler")],
-                            logs / "scheduler.log"))
-        address = _scheduler_address(logs / "scheduler.json", procs[0])
+        procs.append(_start(_local(recipe["dask scheduler"], port="0", host="127.0.0.1",
+                                   scheduler_file=str(top / "scheduler.json")),
+                            certs, top / "scheduler.log"))
+        address = _scheduler_address(top / "scheduler.json", procs[0])
         assert address.startswith("tls://127.0.0.1:")
-        procs.append(_start([dask, "worker", address, "--host", "127.0.0.1", "--nworkers", "2",
-                             "--nthreads", "1", "--no-dashboard", *tls("worker")],
-                            logs / "worker.log"))
-        scheduler = cluster.Scheduler(address, certs["ca"], certs["client"], certs["client_key"])
+        at_scheduler = [("tls://SCHEDULER:8786", address)]
+        procs.append(_start(_local(recipe["dask worker"], at_scheduler, nworkers="2",
+                                   host="127.0.0.1"), certs, top / "worker.log"))
+        scheduler = cluster.Scheduler(address, str(certs / "ca.pem"), str(certs / "client.pem"),
+                                      str(certs / "client-key.pem"))
         with cluster.connect(scheduler) as client:
             client.wait_for_workers(2, timeout=120)
-        yield scheduler
+        yield types.SimpleNamespace(scheduler=scheduler, folder=top,
+                                    grade=_local(recipe["course grade"], at_scheduler))
     finally:
         for proc in reversed(procs):
             _stop(proc)
 
 
-def test_tls_dask_cluster_matches_serial(serial, tls_cluster, tmp_path):
-    assert graded_class(str(tmp_path), scheduler=tls_cluster) == serial
+def test_grading_through_the_tls_cluster_matches_serial(serial, tls_cluster, tmp_path):
+    course = class_course(str(tmp_path))
+    course_bin, *rest = tls_cluster.grade
+    argv = [course_bin, "--root", course.root, *rest, "tiny", "--timeout", "20", "--quiet"]
+    result = subprocess.run(argv, cwd=tls_cluster.folder, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed 0" in result.stdout
+    assert pipeline.scores(course, "tiny") == serial
 
 
 def test_a_client_certificate_from_another_ca_is_refused(tls_cluster, tmp_path):
@@ -128,18 +168,18 @@ def test_a_client_certificate_from_another_ca_is_refused(tls_cluster, tmp_path):
     from course_lib.grading import cluster
     other = cluster.make_certs(str(tmp_path / "other"))
     # the intruder trusts the real CA (a public file) but holds no certificate signed by it
-    intruder = Security(tls_ca_file=tls_cluster.ca, tls_client_cert=other["client"],
+    intruder = Security(tls_ca_file=tls_cluster.scheduler.ca, tls_client_cert=other["client"],
                         tls_client_key=other["client_key"], require_encryption=True)
     with pytest.raises(OSError, match=r"SSL\w*Error"):  # an alert (unknown CA) or a hang-up
-        Client(tls_cluster.address, security=intruder, timeout="5s")
-    with cluster.connect(tls_cluster) as client:  # the scheduler is up: refused for the cert
+        Client(tls_cluster.scheduler.address, security=intruder, timeout="5s")
+    with cluster.connect(tls_cluster.scheduler) as client:  # up: refused for the certificate
         assert client.scheduler_info()["workers"]
 
 
 def test_a_client_without_a_certificate_is_refused(tls_cluster):
-    context = ssl.create_default_context(cafile=tls_cluster.ca)
+    context = ssl.create_default_context(cafile=tls_cluster.scheduler.ca)
     context.check_hostname = False
-    host, port = tls_cluster.address.removeprefix("tls://").rsplit(":", 1)
+    host, port = tls_cluster.scheduler.address.removeprefix("tls://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as raw:
         with pytest.raises((ssl.SSLError, ConnectionResetError)):  # accepted: recv times out
             with context.wrap_socket(raw) as tls:  # TLS 1.3: the refusal comes with the read

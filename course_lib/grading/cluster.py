@@ -95,9 +95,11 @@ def connect(scheduler):
     from dask.distributed import Client
     scheduler = as_scheduler(scheduler)
     check(scheduler)
-    if scheduler.scheme == "tls":
-        return Client(scheduler.address, security=security(scheduler))
-    return Client(scheduler.address)
+    sec = security(scheduler) if scheduler.scheme == "tls" else None
+    try:
+        return Client(scheduler.address, security=sec)
+    except OSError as e:  # refused, timed out, or a TLS handshake that failed
+        raise ClusterError(f"cannot reach the scheduler {scheduler.address}: {e}") from e
 
 
 # ---- certificates -------------------------------------------------------------------------------
