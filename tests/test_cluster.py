@@ -51,6 +51,13 @@ def test_keys_are_private_and_an_existing_ca_is_never_replaced(certs):
     assert open(certs["ca_key"]).read() == before
 
 
+def test_a_failed_run_leaves_no_half_made_ca(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # no openssl
+    with pytest.raises(cluster.ClusterError, match="openssl"):
+        cluster.make_certs(str(tmp_path / "certs"))
+    assert os.listdir(tmp_path / "certs") == []
+
+
 def test_plain_tcp_is_refused_unless_explicitly_allowed():
     for address in ("tcp://grader:8786", "grader:8786"):  # no scheme: Dask's default, tcp
         with pytest.raises(cluster.ClusterError, match="--insecure-scheduler"):

@@ -12,6 +12,8 @@ cannot issue certificates).
 """
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import secrets
 import subprocess
@@ -114,7 +116,10 @@ def files(folder: str) -> dict:
 
 
 def _openssl(*args: str) -> None:
-    result = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    try:
+        result = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ClusterError("the openssl command is needed (apt-get install openssl)") from None
     if result.returncode != 0:
         raise ClusterError(f"openssl {args[0]} failed: {result.stderr.strip()[-500:]}")
 
@@ -128,7 +133,6 @@ def _new_key(path: str) -> None:
 
 
 def _subject_alt_names(hosts) -> str:
-    import ipaddress
     names = []
     for host in ["localhost", "127.0.0.1", *hosts]:
         try:
@@ -158,6 +162,17 @@ def make_certs(folder: str, hosts=(), days: int = 365) -> dict:
     if existing:
         raise ClusterError(f"{existing[0]} exists: choose an empty folder")
     os.makedirs(folder, mode=0o700, exist_ok=True)
+    try:
+        _write_certs(paths, hosts, days)
+    except BaseException:
+        for path in paths.values():  # half a CA is no use, and would block the next attempt
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        raise
+    return paths
+
+
+def _write_certs(paths: dict, hosts, days: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ext = os.path.join(tmp, "ext.cnf")
         with open(ext, "w") as f:
@@ -171,4 +186,3 @@ def make_certs(folder: str, hosts=(), days: int = 365) -> dict:
                 _sign(csr, paths["ca"], ext, "ca", days, self_key=key)
             else:
                 _sign(csr, paths[name], ext, "leaf", days, paths["ca"], paths["ca_key"])
-    return paths
