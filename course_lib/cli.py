@@ -39,18 +39,59 @@ def cmd_release(args):
 
 @verb("grade", "autograde everything in submitted/ (sandboxed, parallel, resumable)")
 def cmd_grade(args):
+    from course_lib.grading import cluster
+    scheduler = _scheduler(args)  # first: a refused scheduler costs no time
     from course_lib.grading import pipeline, report
     from course_lib.grading.sandbox import Limits
     course = _course(args)
     if args.assignment:
         _assignments(course, args.assignment)
     limits = Limits(cell_timeout=args.timeout)
-    result = pipeline.grade(course, args.assignment, students=args.student, workers=args.workers,
-                            scheduler=args.scheduler, sandbox=args.sandbox, limits=limits,
-                            force=args.force, progress=not args.quiet)
+    try:
+        result = pipeline.grade(course, args.assignment, students=args.student,
+                                workers=args.workers, scheduler=scheduler, sandbox=args.sandbox,
+                                limits=limits, force=args.force, progress=not args.quiet)
+    except cluster.ClusterError as e:
+        raise SystemExit(str(e))
     print(result.summary())
     print(report.score_table(pipeline.scores(course, args.assignment)))
     return 1 if result.count("failed") else 0
+
+
+def _scheduler(args):
+    """The checked cluster to grade on (None: local processes); refused before any work."""
+    from course_lib.grading import cluster
+    if not args.scheduler:
+        if args.tls_ca or args.tls_cert or args.tls_key or args.insecure_scheduler:
+            raise SystemExit("--tls-* and --insecure-scheduler go with --scheduler")
+        return None
+    scheduler = cluster.Scheduler(args.scheduler, args.tls_ca, args.tls_cert, args.tls_key,
+                                  args.insecure_scheduler)
+    try:
+        cluster.check(scheduler)
+        if scheduler.scheme == "tls":
+            cluster.security(scheduler)
+    except cluster.ClusterError as e:
+        raise SystemExit(str(e))
+    return scheduler
+
+
+@verb("cluster-certs", "make a private CA and TLS certificates for grading on a Dask cluster")
+def cmd_cluster_certs(args):
+    from course_lib.grading import cluster
+    try:
+        paths = cluster.make_certs(args.folder, hosts=args.host or (), days=args.days)
+    except cluster.ClusterError as e:
+        raise SystemExit(str(e))
+    d = os.path.relpath(args.folder)
+    print(f"wrote a private CA and scheduler, worker and client certificates to {d}/\n"
+          f"keep {os.path.relpath(paths['ca_key'])} off the cluster (it signs new members)\n\n"
+          f"scheduler: dask scheduler --protocol tls --port 8786 --no-dashboard "
+          f"--tls-ca-file ca.pem --tls-cert scheduler.pem --tls-key scheduler-key.pem\n"
+          f"workers:   dask worker tls://SCHEDULER:8786 --nworkers 8 --nthreads 1 "
+          f"--tls-ca-file ca.pem --tls-cert worker.pem --tls-key worker-key.pem\n"
+          f"grading:   course grade --scheduler tls://SCHEDULER:8786 --tls-ca {d}/ca.pem "
+          f"--tls-cert {d}/client.pem --tls-key {d}/client-key.pem")
 
 
 @verb("feedback", "write feedback/<student>/<assignment>/<notebook>.html (no hidden tests shown)")
@@ -109,14 +150,28 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--workers", type=int, default=0,
                            help="parallel sandboxes (default: number of cores)")
         if name == "grade":
-            p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786) to "
+            p.add_argument("--scheduler", help="Dask scheduler address (tls://host:8786) to "
                            "grade on a cluster; default: local processes")
+            p.add_argument("--tls-ca", help="CA certificate of the cluster (PEM; default: "
+                           "Dask's distributed.comm.tls.ca-file)")
+            p.add_argument("--tls-cert", help="this client's certificate (PEM; default: Dask's "
+                           "distributed.comm.tls.client.cert)")
+            p.add_argument("--tls-key", help="this client's key (PEM; default: Dask's "
+                           "distributed.comm.tls.client.key)")
+            p.add_argument("--insecure-scheduler", action="store_true",
+                           help="allow a plain tcp:// scheduler: whoever reaches it can run code "
+                           "on the workers and forge results")
             p.add_argument("--timeout", type=int, default=60, help="seconds per cell (60)")
             p.add_argument("--force", action="store_true", help="re-execute even cached results")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "check":
             p.add_argument("notebook", help="path to your notebook (any file name)")
             p.add_argument("-v", "--verbose", action="store_true", help="show every message")
+        if name == "cluster-certs":
+            p.add_argument("folder", help="where to write them (a new or empty folder)")
+            p.add_argument("--host", action="append", help="a host name or IP address of the "
+                           "scheduler or a worker, added to the certificates (repeatable)")
+            p.add_argument("--days", type=int, default=365, help="validity in days (365)")
         if name == "walkthrough":
             p.add_argument("--output", default=None, help="folder (default: <root>/walkthrough)")
         if name in ("grade", "demo", "check"):

@@ -1,15 +1,25 @@
 """Grading at scale: parallel and distributed runs give exactly the serial gradebook; PostgreSQL."""
+import contextlib
+import json
 import os
+import shlex
 import shutil
+import signal
 import socket
+import ssl
 import subprocess
+import sys
 import tempfile
+import time
+import types
 
 import pytest
 
 from course_lib.grading import pipeline
 from course_lib.grading.sandbox import Limits
-from harness import CORRECT, WRONG, make_tiny_course, submission
+from harness import CORRECT, REPO, WRONG, make_tiny_course, submission
+
+BIN = os.path.dirname(sys.executable)
 
 pytestmark = pytest.mark.slow
 
@@ -20,13 +30,19 @@ CLASS = {  # eight students, mixed: correct, wrong, unsolved-like, crashing, pri
 }
 
 
-def graded_class(root, db_url=None, **kwargs):
+def class_course(root, db_url=None):
+    """The tiny course, released, with CLASS submitted."""
+    import nbformat
     course = make_tiny_course(root) if db_url is None else _course_with_db(root, db_url)
     for student, solution in CLASS.items():
         folder = course.path("submitted", student, "tiny")
         os.makedirs(folder, exist_ok=True)
-        import nbformat
         nbformat.write(submission(solution), os.path.join(folder, "tiny.ipynb"))
+    return course
+
+
+def graded_class(root, db_url=None, **kwargs):
+    course = class_course(root, db_url)
     report = pipeline.grade(course, "tiny", progress=False, limits=Limits(cell_timeout=20), **kwargs)
     assert report.count("failed") == 0, report.summary()
     return pipeline.scores(course, "tiny")
@@ -54,11 +70,121 @@ def test_two_workers_match_serial(serial, tmp_path):
     assert graded_class(str(tmp_path), workers=2) == serial
 
 
-def test_dask_cluster_matches_serial(serial, tmp_path):
-    distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        assert graded_class(str(tmp_path), scheduler=cluster.scheduler_address) == serial
+# ---- a Dask cluster with mutual TLS, started as the README starts it -----------------------------
+
+def _start(argv, cwd, log):
+    with open(log, "wb") as out:  # its own process group: the finalizer stops it and its children
+        return subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _stop(proc):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+            return
+
+
+def _scheduler_address(path, proc, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError, ValueError):
+            with open(path) as f:
+                return json.load(f)["address"]
+        time.sleep(0.2)
+    raise RuntimeError(f"dask scheduler did not start (exit code {proc.poll()})")
+
+
+def readme_recipe() -> dict:
+    """The README's cluster commands as argv lists, keyed by their first two words."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## Grading on a cluster"):text.index("## Developing")]
+    block = section.split("```bash")[1].split("```")[0].replace("\\\n", " ")
+    commands = (shlex.split(line, comments=True) for line in block.splitlines())
+    return {" ".join(argv[:2]): argv for argv in commands if argv}
+
+
+def _local(argv, replace=(), **options):
+    """`argv` with our binaries, substrings replaced and `--option value` pairs set or added."""
+    argv = [os.path.join(BIN, argv[0]), *argv[1:]]
+    for old, new in replace:
+        argv = [arg.replace(old, new) for arg in argv]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory):
+    """The README's recipe on 127.0.0.1: its certificates, scheduler, two workers; grade's argv."""
+    from course_lib.grading import cluster
+    recipe = readme_recipe()
+    top = tmp_path_factory.mktemp("cluster")
+    subprocess.run(_local(recipe["course cluster-certs"], [("SCHEDULER", "localhost")]),
+                   cwd=top, check=True, capture_output=True, timeout=60)
+    certs = top / "certs"  # the commands name the files as copied onto each machine
+    procs = []
+    try:
+        procs.append(_start(_local(recipe["dask scheduler"], port="0", host="127.0.0.1",
+                                   scheduler_file=str(top / "scheduler.json")),
+                            certs, top / "scheduler.log"))
+        address = _scheduler_address(top / "scheduler.json", procs[0])
+        assert address.startswith("tls://127.0.0.1:")
+        at_scheduler = [("tls://SCHEDULER:8786", address)]
+        procs.append(_start(_local(recipe["dask worker"], at_scheduler, nworkers="2",
+                                   host="127.0.0.1"), certs, top / "worker.log"))
+        scheduler = cluster.Scheduler(address, str(certs / "ca.pem"), str(certs / "client.pem"),
+                                      str(certs / "client-key.pem"))
+        with cluster.connect(scheduler) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield types.SimpleNamespace(scheduler=scheduler, folder=top,
+                                    grade=_local(recipe["course grade"], at_scheduler))
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def test_grading_through_the_tls_cluster_matches_serial(serial, tls_cluster, tmp_path):
+    course = class_course(str(tmp_path))
+    course_bin, *rest = tls_cluster.grade
+    argv = [course_bin, "--root", course.root, *rest, "tiny", "--timeout", "20", "--quiet"]
+    result = subprocess.run(argv, cwd=tls_cluster.folder, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed 0" in result.stdout
+    assert pipeline.scores(course, "tiny") == serial
+
+
+def test_a_client_certificate_from_another_ca_is_refused(tls_cluster, tmp_path):
+    from distributed import Client
+    from distributed.security import Security
+    from course_lib.grading import cluster
+    other = cluster.make_certs(str(tmp_path / "other"))
+    # the intruder trusts the real CA (a public file) but holds no certificate signed by it
+    intruder = Security(tls_ca_file=tls_cluster.scheduler.ca, tls_client_cert=other["client"],
+                        tls_client_key=other["client_key"], require_encryption=True)
+    with pytest.raises(OSError, match=r"SSL\w*Error"):  # an alert (unknown CA) or a hang-up
+        Client(tls_cluster.scheduler.address, security=intruder, timeout="5s")
+    with cluster.connect(tls_cluster.scheduler) as client:  # up: refused for the certificate
+        assert client.scheduler_info()["workers"]
+
+
+def test_a_client_without_a_certificate_is_refused(tls_cluster):
+    context = ssl.create_default_context(cafile=tls_cluster.scheduler.ca)
+    context.check_hostname = False
+    host, port = tls_cluster.scheduler.address.removeprefix("tls://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):  # accepted: recv times out
+            with context.wrap_socket(raw) as tls:  # TLS 1.3: the refusal comes with the read
+                tls.sendall(b"\0" * 8)
+                tls.recv(1)
 
 
 def test_interrupted_run_resumes_to_the_same_gradebook(serial, tmp_path):

@@ -225,10 +225,14 @@ class ResultCache:
         os.replace(tmp, path)  # atomic: a kill never leaves half a result
 
 
-def make_executor(workers: int, scheduler: str | None):
+def make_executor(workers: int, scheduler):
+    """(executor, close): a Dask cluster reached over mutual TLS, local processes, or None.
+
+    `scheduler` is an address or a `cluster.Scheduler` (address, TLS files, `insecure`).
+    """
     if scheduler:
-        from dask.distributed import Client
-        client = Client(scheduler)
+        from course_lib.grading import cluster
+        client = cluster.connect(scheduler)
         return client.get_executor(pure=False), client.close
     if workers <= 1:
         return None, lambda: None
@@ -271,10 +275,26 @@ def run_tasks(tasks, cache: ResultCache, workers: int, scheduler: str | None, pr
 def _result_or_failure(task: Task, future) -> Result:
     """A worker that broke (killed, out of memory) fails this task only; not cached."""
     try:
-        return future.result()
+        result = future.result()
     except Exception as e:
-        return Result(task.key, task.nb_json, {}, [f"grading worker failed: {type(e).__name__}: "
-                                                   f"{str(e)[:200]}"], -1.0)
+        return _failed(task, f"grading worker failed: {type(e).__name__}: {str(e)[:200]}")
+    if not _is_result_for(task, result):
+        return _failed(task, "grading worker returned something other than this notebook's result")
+    return result
+
+
+def _failed(task: Task, reason: str) -> Result:
+    return Result(task.key, task.nb_json, {}, [reason], -1.0)
+
+
+def _is_result_for(task: Task, result) -> bool:
+    """A worker's answer is data about this task only: it cannot stand in for another student."""
+    return (isinstance(result, Result) and result.key == task.key
+            and isinstance(result.nb_json, str)
+            and isinstance(result.tree, dict)
+            and all(isinstance(k, str) and isinstance(v, bytes) for k, v in result.tree.items())
+            and isinstance(result.reasons, list) and all(isinstance(r, str) for r in result.reasons)
+            and isinstance(result.seconds, (int, float)))
 
 
 def _progress(total, enabled):
