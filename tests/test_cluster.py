@@ -12,6 +12,7 @@ import dask
 import pytest
 
 from course_lib.grading import cluster, pipeline
+from course_lib.grading.verdicts import Verdict
 from course_lib.grading.runner import Result, Task
 from harness import REPO
 
@@ -114,10 +115,11 @@ class _Done:
 
 def test_a_worker_cannot_answer_for_another_student():
     task = Task("alice", "a1", "nb", "{}")
-    honest = Result(task.key, "{}", {"records.json": b"[]"}, [], 1.0)
+    honest = Result(task.key, "{}", {"test_x": Verdict(True)}, [], 1.0)
     assert pipeline._result_or_failure(task, _Done(honest)) is honest
     forged = [Result(("bob", "a1", "nb"), "{}", {}, [], 1.0),
-              Result(task.key, "{}", {"records.json": "not bytes"}, [], 1.0),
+              Result(task.key, "{}", {"test_x": {"passed": True}}, [], 1.0),
+              Result(task.key, "{}", {"test_x": Verdict("yes")}, [], 1.0),
               {"key": task.key}, None]
     for value in forged:
         result = pipeline._result_or_failure(task, _Done(value))

@@ -291,8 +291,11 @@ def _is_result_for(task: Task, result) -> bool:
     """A worker's answer is data about this task only: it cannot stand in for another student."""
     return (isinstance(result, Result) and result.key == task.key
             and isinstance(result.nb_json, str)
-            and isinstance(result.tree, dict)
-            and all(isinstance(k, str) and isinstance(v, bytes) for k, v in result.tree.items())
+            and isinstance(result.verdicts, dict)
+            and all(isinstance(k, str) and isinstance(v, Verdict) and isinstance(v.passed, bool)
+                    and isinstance(v.message, str) and isinstance(v.stdout, str)
+                    for k, v in result.verdicts.items())
+            and isinstance(result.calls, int)
             and isinstance(result.reasons, list) and all(isinstance(r, str) for r in result.reasons)
             and isinstance(result.seconds, (int, float)))
 
