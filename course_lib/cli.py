@@ -46,7 +46,9 @@ def cmd_grade(args):
     course = _course(args)
     if args.assignment:
         _assignments(course, args.assignment)
-    limits = Limits(cell_timeout=args.timeout)
+    limits = Limits(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout,
+                    memory_bytes=args.memory << 20)
+    print(pipeline.mode_line(args.sandbox))
     try:
         result = pipeline.grade(course, args.assignment, students=args.student,
                                 workers=args.workers, scheduler=scheduler, sandbox=args.sandbox,
@@ -162,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="allow a plain tcp:// scheduler: whoever reaches it can run code "
                            "on the workers and forge results")
             p.add_argument("--timeout", type=int, default=60, help="seconds per cell (60)")
+            p.add_argument("--notebook-timeout", type=int, default=300,
+                           help="seconds per notebook, all cells and tests (300)")
+            p.add_argument("--memory", type=int, default=4096,
+                           help="megabytes of memory for each sandbox, all its processes (4096)")
             p.add_argument("--force", action="store_true", help="re-execute even cached results")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "check":

@@ -76,7 +76,7 @@ def run(root=None, workers=0, sandbox=None) -> int:
         release(course, a)
     print("2/5 a made-up class submits: alice (reference), bob (untouched), carol (mistakes)")
     make_class(course)
-    print("3/5 grade: sandboxed kernels, verdicts recomputed outside them")
+    print("3/5 grade: " + pipeline.mode_line(sandbox) + "; tests run outside the kernels")
     result = pipeline.grade(course, students=list(DEMO_STUDENTS), workers=workers,
                             sandbox=sandbox)
     print(result.summary())

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -23,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 import nbformat
 from traitlets.config import Config
 
+from course_lib.channel import wire
+from course_lib.grading import cells
 from course_lib.grading import preprocessors as pp
 from course_lib.grading.course import Course
 from course_lib.grading.runner import Result, Task, execute_task
@@ -82,16 +85,21 @@ def submissions(course: Course, assignment: str | None = None, students=None):
     return found
 
 
-def _grade_ids(nb) -> set:
-    return {pp._grade_id(c) for c in nb.cells if pp._grade_id(c)}
+MAX_NOTEBOOK_BYTES = 64 << 20
+EXCHANGE_FILES = {"timestamp.txt", "submission_secret.txt"}  # nbgrader's own, not the student's
 
 
 def _read_notebook(path):
+    """(notebook, None) or (None, why not): a regular file of valid UTF-8 JSON, never a link."""
+    name = os.path.basename(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return nbformat.read(f, as_version=4), None
-    except Exception as e:
-        return None, f"{os.path.basename(path)} is not a readable notebook ({type(e).__name__})"
+        data = wire.read_regular(path, MAX_NOTEBOOK_BYTES)
+    except wire.WireError as e:
+        return None, f"{name} was not graded: it is not a regular file or too large ({e})"
+    try:
+        return nbformat.reads(data.decode("utf-8"), as_version=4), None
+    except Exception as e:  # noqa: BLE001 (anything a crafted file makes nbformat raise)
+        return None, f"{name} is not a readable notebook ({type(e).__name__})"
 
 
 def match_notebooks(folder: str, expected: dict[str, set]):
@@ -107,7 +115,7 @@ def match_notebooks(folder: str, expected: dict[str, set]):
         nb, _ = _read_notebook(os.path.join(folder, f))
         if nb is None:
             continue
-        ids = _grade_ids(nb)
+        ids = cells.grade_ids(nb)
         for name, course_ids in expected.items():
             if name not in chosen and len(ids & course_ids) * 2 > len(course_ids):
                 chosen[name] = f
@@ -118,8 +126,9 @@ def match_notebooks(folder: str, expected: dict[str, set]):
     return chosen, reasons
 
 
-def stage_submission(course: Course, student: str, assignment: str, stage: str, expected):
-    """Copy a submission into the staging area under the names nbgrader expects."""
+def stage_submission(course: Course, student: str, assignment: str, stage: str, expected,
+                     cell_types=None):
+    """Copy a submission into the staging area under the names nbgrader expects, repaired."""
     src = course.path("submitted", student, assignment)
     dest = os.path.join(stage, student, assignment)
     shutil.rmtree(dest, ignore_errors=True)
@@ -130,19 +139,31 @@ def stage_submission(course: Course, student: str, assignment: str, stage: str, 
         if nb is None:
             reasons.append(problem + ": it scores 0")
             continue
+        reasons += [f"{f}: {note}" for note in cells.repair(nb, cell_types)]
         nbformat.write(nb, os.path.join(dest, f"{name}.ipynb"))
     extra = []
     for entry in sorted(os.listdir(src)):
         path = os.path.join(src, entry)
-        if entry in chosen.values() or entry == "timestamp.txt":
-            if entry == "timestamp.txt":
-                shutil.copy(path, dest)
-            continue
-        if os.path.isfile(path) and not os.path.islink(path):
+        if entry == "timestamp.txt":
+            _copy_timestamp(path, dest, reasons)
+        elif entry not in chosen.values() and entry not in EXCHANGE_FILES:
             extra.append(entry)
     if extra:
-        reasons.append(f"extra files ignored by the grader: {', '.join(extra[:10])}")
+        reasons.append(f"extra files ignored by the grader: {', '.join(extra[:10])}"
+                       + (f" and {len(extra) - 10} more" if len(extra) > 10 else ""))
     return reasons
+
+
+def _copy_timestamp(path, dest, reasons):
+    try:
+        data = wire.read_regular(path, 1000)
+    except wire.WireError:
+        data = None
+    if data is None:
+        reasons.append("timestamp.txt is not a regular file: ignored")
+        return
+    with open(os.path.join(dest, "timestamp.txt"), "wb") as f:
+        f.write(data)
 
 
 def sanitize(course: Course, nb, student, assignment, notebook):
@@ -242,7 +263,12 @@ def make_executor(workers: int, scheduler):
 
 
 def run_tasks(tasks, cache: ResultCache, workers: int, scheduler: str | None, progress=True):
-    """Execute what the cache does not hold; yield results as they come."""
+    """Execute what the cache does not hold; yield results as they come.
+
+    A worker process that dies (killed, out of memory) breaks its pool and fails every task
+    queued on it: those are run again, each in a fresh worker of its own, and a task that fails
+    twice comes back failed (not cached, never scored as 0). Dask retries on its own.
+    """
     todo = []
     for task in tasks:
         cached = cache.get(task)
@@ -253,30 +279,62 @@ def run_tasks(tasks, cache: ResultCache, workers: int, scheduler: str | None, pr
     if not todo:
         return
     bar = _progress(len(todo), progress)
+    try:
+        retry = []
+        for task, result in _run(todo, workers, scheduler):
+            if result.seconds < 0 and not scheduler and workers > 1:
+                retry.append(task)
+                continue
+            yield _done(task, result, cache, bar)
+        for task in retry:
+            (result,) = [r for _, r in _run([task], 2, None)]  # a pool of its own
+            yield _done(task, result, cache, bar)
+    finally:
+        bar.close()
+
+
+def _done(task, result, cache, bar):
+    if result.seconds >= 0:
+        cache.put(task, result)
+    bar.update(1)
+    return result
+
+
+def _run(tasks, workers, scheduler):
+    """(task, result) pairs as they finish; a failure is a result with seconds < 0."""
     executor, close = make_executor(workers, scheduler)
     try:
         if executor is None:
-            done = (execute_task(t) for t in todo)
-            pairs = zip(todo, done)
-        else:
-            futures = {executor.submit(execute_task, t): t for t in todo}
-            pairs = ((futures[f], _result_or_failure(futures[f], f))
-                     for f in cf.as_completed(futures))
-        for task, result in pairs:
-            if result.seconds >= 0:
-                cache.put(task, result)
-            bar.update(1)
-            yield result
+            for task in tasks:
+                yield task, _result_or_failure(task, _Now(execute_task, task))
+            return
+        futures = {executor.submit(execute_task, t): t for t in tasks}
+        for future in cf.as_completed(futures):
+            yield futures[future], _result_or_failure(futures[future], future)
     finally:
-        bar.close()
         close()
+
+
+class _Now:
+    """A finished 'future' for serial execution, so both paths check results alike."""
+
+    def __init__(self, fn, *args):
+        try:
+            self.value, self.error = fn(*args), None
+        except Exception as e:  # noqa: BLE001 (one notebook's crash is that notebook's)
+            self.value, self.error = None, e
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def _result_or_failure(task: Task, future) -> Result:
     """A worker that broke (killed, out of memory) fails this task only; not cached."""
     try:
         result = future.result()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (BrokenProcessPool, KilledWorker, a crash...)
         return _failed(task, f"grading worker failed: {type(e).__name__}: {str(e)[:200]}")
     if not _is_result_for(task, result):
         return _failed(task, "grading worker returned something other than this notebook's result")
@@ -306,78 +364,169 @@ def _progress(total, enabled):
                 bar_format="{desc}: {n}/{total} |{bar}| {rate_fmt} elapsed {elapsed} ETA {remaining}")
 
 
-# ---- 3. finalize --------------------------------------------------------------------------------
+# ---- the three steps over one job per submitted notebook ------------------------------------
+
+@dataclass
+class Job:
+    """One (student, assignment): its outcome and one task per notebook to execute."""
+    student: str
+    assignment: str
+    outcome: Outcome
+    tasks: list = field(default_factory=list)
+    results: dict = field(default_factory=dict)   # notebook -> (executed nb, verdicts)
+    tests: dict = field(default_factory=dict)     # notebook -> {grade_id: test text}
+
+    @property
+    def ready(self) -> bool:
+        return len(self.results) == len(self.tasks)
+
+
+class SandboxMissing(SystemExit):
+    pass
+
+
+def require_sandbox(sandbox: bool | None) -> bool:
+    """Sandboxed unless told otherwise; no silent fallback to running kernels as ourselves."""
+    if sandbox is False:
+        return False
+    if not bwrap_available():
+        raise SandboxMissing(
+            "bubblewrap is missing or does not work here, and grading runs student code only "
+            "in a sandbox: install it (apt-get install bubblewrap) or pass --no-sandbox to run "
+            "kernels with your own rights (only for notebooks you trust).")
+    return True
+
+
+def mode_line(sandbox: bool | None) -> str:
+    """What the instructor is told before grading starts (refuses when no sandbox works)."""
+    if require_sandbox(sandbox):
+        return "grading in bubblewrap sandboxes (no network, no course files, limits per kernel)"
+    return "WARNING: grading UNSANDBOXED (--no-sandbox): kernels run with your rights"
+
 
 def grade(course: Course, assignment: str | None = None, *, students=None, workers: int = 0,
           scheduler: str | None = None, sandbox: bool | None = None, limits: Limits = Limits(),
           force: bool = False, progress: bool = True) -> Report:
+    """prepare -> execute -> finalize; each submission is written as soon as it is done."""
+    sandbox = require_sandbox(sandbox)
     workers = workers or os.cpu_count() or 1
-    sandbox = bwrap_available() if sandbox is None else sandbox
-    report = Report()
-    stage = course.path(CACHE, "staging")
     cache = ResultCache(course.path(CACHE, "results"))
     if force:
         shutil.rmtree(cache.root, ignore_errors=True)
+    with _private_files(course):
+        jobs = prepare(course, assignment, students, limits, sandbox)
+        writer = Finalizer(course)
+        by_key = {task.key: job for job in jobs for task in job.tasks}
+        for job in jobs:
+            if not job.tasks:
+                writer.finalize(job)
+        for result in run_tasks([t for job in jobs for t in job.tasks], cache, workers,
+                                scheduler, progress):
+            job = by_key[result.key]
+            execute_done(job, result)
+            if job.ready:
+                writer.finalize(job)
+    return Report([job.outcome for job in jobs])
+
+
+def prepare(course: Course, assignment, students, limits: Limits, sandbox: bool) -> list[Job]:
+    """Stage, repair, sanitize and pack every submission; a broken one fails for itself only."""
+    stage = course.path(CACHE, "staging")
     secret = course.secret()
-    tasks, outcomes, tests_of = [], {}, {}
+    jobs = []
     with course.gradebook() as gb:
         known = {a.name: a for a in gb.assignments}
         for student, a in submissions(course, assignment, students):
-            outcome = outcomes[(student, a)] = Outcome(student, a)
+            job = Job(student, a, Outcome(student, a))
+            jobs.append(job)
             if a not in known:
-                outcome.status = "skipped"
-                outcome.reasons.append(f"{a} is not in the gradebook: run `course release {a}`")
+                job.outcome.status = "skipped"
+                job.outcome.reasons.append(f"{a} is not in the gradebook: run `course release {a}`")
                 continue
-            expected = {nb.name: {c.name for c in nb.source_cells} for nb in known[a].notebooks}
-            outcome.reasons += stage_submission(course, student, a, stage, expected)
-            files = course_files(course, a)
-            for notebook in sorted(expected):
-                path = os.path.join(stage, student, a, f"{notebook}.ipynb")
-                if not os.path.exists(path):
-                    continue
-                tests = tests_of[(a, notebook)] = tests_of.get((a, notebook)) or \
-                    test_cells(gb, notebook, a)
-                nb = sanitize(course, nbformat.read(path, as_version=4), student, a, notebook)
-                nb_json = nbformat.writes(nb)
-                seeds = seeds_for(secret, student, a, tests,
-                                  hashlib.sha256(nb_json.encode()).hexdigest())
-                tasks.append(Task(student, a, notebook, nb_json, files, seeds, limits, sandbox,
-                                  tests))
-    results = {}
-    for result in run_tasks(tasks, cache, workers, scheduler, progress):
-        student, a, notebook = result.key
-        verdicts = {gid: result.verdicts.get(gid) or Verdict(False, "this test did not run")
-                    for gid in tests_of[(a, notebook)]}
-        results[result.key] = (nbformat.reads(result.nb_json, as_version=4), verdicts)
-        outcomes[(student, a)].reasons += [f"{notebook}: {r}" for r in result.reasons]
-        outcomes[(student, a)].seconds += result.seconds
-    _finalize(course, outcomes, results, stage)
-    report.outcomes = list(outcomes.values())
-    return report
+            try:
+                _prepare_job(course, gb, job, known[a], stage, secret, limits, sandbox)
+            except Exception as e:  # noqa: BLE001 (a crafted notebook must not stop the class)
+                job.tasks, job.outcome.status = [], "failed"
+                job.outcome.reasons.append(f"{student}/{a} could not be prepared for grading: "
+                                           f"{type(e).__name__}: {str(e)[:200]}")
+    return jobs
 
 
-def _finalize(course: Course, outcomes: dict, results: dict, stage: str) -> None:
-    """One writer: nbgrader's Autograde converter, fed our executed notebooks and verdicts."""
-    extra = Config()
-    extra.Autograde.autograde_preprocessors = FINALIZE_PREPROCESSORS
-    extra.CourseDirectory.submitted_directory = stage
-    pp.InjectResults.results = results
-    api = course.api(extra)
-    try:
-        for (student, a), outcome in sorted(outcomes.items()):
-            if outcome.status == "skipped":
-                continue
-            if not any(f.endswith(".ipynb") for f in os.listdir(os.path.join(stage, student, a))):
-                _record_zero(course, student, a)
-                continue
+def _prepare_job(course, gb, job, known, stage, secret, limits, sandbox):
+    student, a = job.student, job.assignment
+    expected = {nb.name: {c.name for c in nb.source_cells} for nb in known.notebooks}
+    cell_types = {c.name: c.cell_type for nb in known.notebooks for c in nb.source_cells}
+    job.outcome.reasons += stage_submission(course, student, a, stage, expected, cell_types)
+    files = course_files(course, a)
+    for notebook in sorted(expected):
+        path = os.path.join(stage, student, a, f"{notebook}.ipynb")
+        if not os.path.exists(path):
+            continue
+        tests = job.tests[notebook] = test_cells(gb, notebook, a)
+        nb = sanitize(course, nbformat.read(path, as_version=4), student, a, notebook)
+        nb_json = nbformat.writes(nb)
+        seeds = seeds_for(secret, student, a, tests, hashlib.sha256(nb_json.encode()).hexdigest())
+        job.tasks.append(Task(student, a, notebook, nb_json, files, seeds, limits, sandbox, tests))
+
+
+def execute_done(job: Job, result: Result) -> None:
+    """Record one notebook's result on its job (a failed execution fails the submission)."""
+    notebook = result.key[2]
+    job.outcome.reasons += [f"{notebook}: {r}" for r in result.reasons]
+    job.outcome.seconds += max(result.seconds, 0.0)
+    if result.seconds < 0:
+        job.outcome.status = "failed"
+    verdicts = {gid: result.verdicts.get(gid) or Verdict(False, "this test did not run")
+                for gid in job.tests[notebook]}
+    job.results[notebook] = (nbformat.reads(result.nb_json, as_version=4), verdicts)
+
+
+class Finalizer:
+    """The one writer: nbgrader's Autograde converter, fed our executed notebooks and verdicts."""
+
+    def __init__(self, course: Course):
+        self.course = course
+        self.stage = course.path(CACHE, "staging")
+        extra = Config()
+        extra.Autograde.autograde_preprocessors = FINALIZE_PREPROCESSORS
+        extra.CourseDirectory.submitted_directory = self.stage
+        self.api = course.api(extra)
+
+    def finalize(self, job: Job) -> None:
+        outcome = job.outcome
+        if outcome.status in ("skipped", "failed"):
+            job.results.clear()
+            return
+        student, a = job.student, job.assignment
+        if not job.tasks:
+            _record_zero(self.course, student, a)
+            return
+        pp.InjectResults.results = {(student, a, nb): r for nb, r in job.results.items()}
+        try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy notes are not for users
-                result = api.autograde(a, student, force=True, create=True)
-            if not result["success"]:
-                outcome.status = "failed"
-                outcome.reasons.append(_last_error(result))
+                result = self.api.autograde(a, student, force=True, create=True)
+        finally:
+            pp.InjectResults.results = {}
+            job.results.clear()  # memory stays bounded by the class, not by what students print
+        if not result["success"]:
+            outcome.status = "failed"
+            outcome.reasons.append(_last_error(result))
+
+
+@contextlib.contextmanager
+def _private_files(course: Course):
+    """What grading writes (gradebook, cache, staging, autograded/) is readable by us only."""
+    old = os.umask(0o077)
+    url = course.db_url
+    for path in ([url[len("sqlite:///"):]] if url.startswith("sqlite:///") else []) + \
+            [course.path(CACHE), course.path("autograded")]:
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o700 if os.path.isdir(path) else 0o600)
+    try:
+        yield
     finally:
-        pp.InjectResults.results = {}
+        os.umask(old)
 
 
 def _record_zero(course: Course, student: str, assignment: str) -> None:

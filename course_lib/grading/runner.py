@@ -15,8 +15,6 @@ import asyncio
 import json
 import os
 import queue
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -25,11 +23,13 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 from course_lib.channel.proxy import Session
-from course_lib.grading.sandbox import Limits, SandboxKernelManager
+from course_lib.grading import cells
+from course_lib.grading.sandbox import Limits, SandboxKernelManager, Scratch
 from course_lib.grading.verdicts import Verdict, run_test_cell
 
 SERVE = "import course_lib.channel.kernel as _course_channel\n_course_channel.serve({!r}, {})"
 STOP_GRACE = 10.0   # seconds for the kernel's server to stop after a test cell
+KILL_GRACE = 10.0   # seconds a cell may run on after its interrupt before the kernel is killed
 
 
 @dataclass
@@ -60,13 +60,16 @@ class Result:
 
 
 class CappedClient(NotebookClient):
-    """Caps each cell's output while it is collected, and interrupts a cell that floods it."""
+    """Caps output while it is collected: per cell (the cell is interrupted) and per notebook
+    (later output is dropped, with a note)."""
 
-    def __init__(self, nb, output_bytes, **kwargs):
+    def __init__(self, nb, limits: Limits, **kwargs):
         super().__init__(nb, **kwargs)
-        self.output_bytes = output_bytes
+        self.output_bytes, self.total_bytes = limits.output_bytes, limits.output_total_bytes
         self.used = {}
+        self.total = 0
         self.flooded = set()
+        self.truncated = False
         self.timed_out = 0
 
     async def _async_handle_timeout(self, timeout, cell=None):
@@ -75,17 +78,26 @@ class CappedClient(NotebookClient):
 
     def output(self, outs, msg, display_id, cell_index):
         size = len(json.dumps(msg.get("content", {})))
-        used = self.used.get(cell_index, 0) + size
-        self.used[cell_index] = used
+        used = self.used[cell_index] = self.used.get(cell_index, 0) + size
+        self.total += size
+        if self.total > self.total_bytes:
+            if not self.truncated:
+                self.truncated = True
+                outs.append(_note(f"[output truncated: this notebook printed more than "
+                                  f"{self.total_bytes} bytes in all]"))
+            return None
         if used <= self.output_bytes:
             return super().output(outs, msg, display_id, cell_index)
         if cell_index not in self.flooded:
             self.flooded.add(cell_index)
-            outs.append(nbformat.v4.new_output(
-                "stream", name="stdout",
-                text=f"\n[output stopped: more than {self.output_bytes} bytes; cell interrupted]\n"))
+            outs.append(_note(f"[output stopped: more than {self.output_bytes} bytes; "
+                              "cell interrupted]"))
             asyncio.ensure_future(self.km.interrupt_kernel())
         return None
+
+
+def _note(text):
+    return nbformat.v4.new_output("stream", name="stdout", text=f"\n{text}\n")
 
 
 def _write_files(workdir: str, files: dict) -> None:
@@ -98,24 +110,23 @@ def _write_files(workdir: str, files: dict) -> None:
             f.write(data)
 
 
-def _grade_id(cell):
-    return cell.metadata.get("nbgrader", {}).get("grade_id")
-
-
 def execute_task(task: Task) -> Result:
     return asyncio.run(_execute(task))
 
 
 async def _execute(task: Task) -> Result:
     start = time.monotonic()
+    deadline = start + task.limits.notebook_timeout
     nb = nbformat.reads(task.nb_json, as_version=4)
-    workdir = tempfile.mkdtemp(prefix="course-work-")
+    scratch = Scratch(task.limits.scratch_bytes)
+    workdir = scratch.folder("work")
     reasons, verdicts, calls = [], {}, 0
     km = None
     try:
         _write_files(workdir, task.files)
-        km = SandboxKernelManager(workdir, task.limits, extra_env={}, sandbox=task.sandbox)
-        client = CappedClient(nb, task.limits.output_bytes, km=km,
+        km = SandboxKernelManager(workdir, task.limits, extra_env={}, sandbox=task.sandbox,
+                                  kdir=scratch.folder("kernel"))
+        client = CappedClient(nb, task.limits, km=km,
                               timeout=task.limits.cell_timeout, interrupt_on_timeout=True,
                               allow_errors=True, record_timing=False,
                               shutdown_kernel="immediate", startup_timeout=120,
@@ -125,19 +136,25 @@ async def _execute(task: Task) -> Result:
             async with client.async_setup_kernel():
                 await client.async_wait_for_reply(await _call(client.kc.kernel_info))
                 for index, cell in enumerate(nb.cells):
-                    gid = _grade_id(cell)
+                    gid = cells.grade_id(cell)
                     if gid in task.tests:
                         cell.outputs = []
-                        if stopped:
+                    left = deadline - time.monotonic()
+                    if stopped or left <= 0:
+                        stopped = stopped or _over_budget(task)
+                        if gid in task.tests:
                             verdicts[gid] = Verdict(False, f"this test did not run: {stopped}")
-                            continue
-                        verdicts[gid], n, stopped = await _test_cell(client, km, task, gid, index)
+                        continue
+                    if gid in task.tests:
+                        verdicts[gid], n, stopped = await _test_cell(client, km, task, gid,
+                                                                     index, left)
                         calls += n
-                    elif cell.cell_type == "code" and not stopped:
-                        await client.async_execute_cell(cell, index,
-                                                        execution_count=client.code_cells_executed + 1)
+                    elif cell.cell_type == "code":
+                        stopped = await _student_cell(client, task, cell, index, left, deadline)
+                    if stopped:
+                        await km.kill_kernel()
         except DeadKernelError:
-            stopped = "the kernel died (os._exit, a crash, or the memory limit)"
+            stopped = km.death_reason() or "the kernel died (os._exit or a crash)"
         except Exception as e:  # a broken notebook must not stop the others
             stopped = f"execution stopped: {type(e).__name__}: {str(e)[:300]}"
         if stopped:
@@ -150,19 +167,40 @@ async def _execute(task: Task) -> Result:
         if client.flooded:
             reasons.append(f"{len(client.flooded)} cell(s) printed more than "
                            f"{task.limits.output_bytes} bytes and were interrupted")
+        if client.truncated:
+            reasons.append(f"the notebook printed more than {task.limits.output_total_bytes} "
+                           "bytes: later output was left out")
     finally:
         if km is not None:
             km.cleanup_all()
-        shutil.rmtree(workdir, ignore_errors=True)
+        scratch.remove()
     return Result(task.key, nbformat.writes(nb), verdicts, reasons, time.monotonic() - start,
                   calls)
+
+
+def _over_budget(task):
+    return f"the notebook ran longer than its budget of {task.limits.notebook_timeout} s"
+
+
+async def _student_cell(client, task, cell, index, left, deadline):
+    """Run one of the student's cells; why the kernel had to stop, or None."""
+    try:
+        await asyncio.wait_for(
+            client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1),
+            min(task.limits.cell_timeout + KILL_GRACE, left))
+    except asyncio.TimeoutError:
+        if time.monotonic() >= deadline - 1:
+            return _over_budget(task)
+        return (f"a cell kept running after it was interrupted at its {task.limits.cell_timeout} s "
+                "limit (it ignored the interrupt): the kernel was killed")
+    return None
 
 
 async def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-async def _test_cell(client, km, task: Task, gid: str, index: int):
+async def _test_cell(client, km, task: Task, gid: str, index: int, left: float):
     """Run one test cell here against the kernel; (verdict, requests sent, why it stopped)."""
     loop = asyncio.get_running_loop()
     started = {}
@@ -177,12 +215,13 @@ async def _test_cell(client, km, task: Task, gid: str, index: int):
         asyncio.run_coroutine_threadsafe(km.interrupt_kernel(), loop)
 
     session = Session(km.channel_dir, index, start, interrupt,
-                      call_timeout=task.limits.cell_timeout, cell_timeout=task.limits.cell_timeout)
+                      call_timeout=task.limits.cell_timeout,
+                      cell_timeout=min(task.limits.cell_timeout, left))
     verdict = await asyncio.to_thread(run_test_cell, task.tests[gid], session, task.seeds)
     session.close()
     if "id" in started and not await _wait_reply(client, started["id"], STOP_GRACE):
         return verdict, session.calls, (f"the kernel did not stop after test {gid} "
-                                        "(it ignored an interrupt)")
+                                        "(it ignored an interrupt): it was killed")
     return verdict, session.calls, None
 
 

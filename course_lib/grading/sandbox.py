@@ -24,16 +24,23 @@ from dataclasses import dataclass
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 
+import zmq
+
 import course_lib
 
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "nsswitch.conf",
              "ssl/certs", "mime.types", "matplotlibrc")
-PIDS_CGROUP_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
+CGROUP_ROOT = "/sys/fs/cgroup"
+MAX_KERNEL_MESSAGE = 16 << 20  # bytes of one message from a kernel (a larger one is dropped)
 
 
 @dataclass(frozen=True)
 class Limits:
     cell_timeout: int = 60                 # seconds of wall time per cell
+    notebook_timeout: int = 300            # seconds of wall time for a whole notebook
+    memory_bytes: int = 4 << 30            # memory of the whole sandbox (a cgroup), all processes
+    output_total_bytes: int = 10 << 20     # output kept per notebook (then truncated, with a note)
+    scratch_bytes: int = 512 << 20         # all the kernel writes outside /tmp (a tmpfs, as root)
     address_space: int = 4 << 30           # bytes (torch needs ~2 GB just to import)
     processes: int = 64
     output_bytes: int = 1 << 20            # per cell, capped while collected
@@ -73,37 +80,70 @@ def _python_binds() -> list[str]:
     return args
 
 
-class PidsCgroup:
-    """A pids cgroup for one kernel (root only); None where the controller is not writable."""
+class Cgroups:
+    """This kernel's own cgroups (root only): a process cap and a memory limit for the whole
+    sandbox, all its processes together (RLIMIT_AS is per process, RLIMIT_NPROC does not bind
+    root). cgroup v1 (a folder per controller) or v2; a controller we cannot write is skipped.
+    """
 
-    def __init__(self, max_pids: int):
-        self.path = None
-        for root in PIDS_CGROUP_ROOTS:
-            if os.path.exists(os.path.join(root, "cgroup.procs")) and os.access(root, os.W_OK):
-                path = os.path.join(root, f"course-{uuid.uuid4().hex[:12]}")
-                try:
-                    os.mkdir(path)
-                    with open(os.path.join(path, "pids.max"), "w") as f:
-                        f.write(str(max_pids))
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        os.rmdir(path)
-                    continue
-                self.path = path
-                return
+    def __init__(self, limits: Limits):
+        self.paths: list[str] = []
+        self.memory: str | None = None
+        name = f"course-{uuid.uuid4().hex[:12]}"
+        for controller, parent in _own_cgroups():
+            settings = {"pids": {"pids.max": limits.processes},
+                        "memory": {"memory.limit_in_bytes": limits.memory_bytes,
+                                   "memory.memsw.limit_in_bytes": limits.memory_bytes},
+                        "unified": {"pids.max": limits.processes,
+                                    "memory.max": limits.memory_bytes, "memory.swap.max": 0},
+                        }[controller]
+            path = os.path.join(parent, name)
+            try:
+                os.mkdir(path)
+                for key, value in settings.items():
+                    if os.path.exists(os.path.join(path, key)):
+                        with open(os.path.join(path, key), "w") as f:
+                            f.write(str(value))
+            except OSError:
+                self._remove(path)
+                continue
+            self.paths.append(path)
+            if controller in ("memory", "unified") and os.path.exists(
+                    os.path.join(path, "memory.limit_in_bytes" if controller == "memory"
+                                 else "memory.max")):
+                self.memory = path
 
     def wrap(self, cmd: list[str]) -> list[str]:
-        if self.path is None:
+        if not self.paths:
             return cmd
-        procs = os.path.join(self.path, "cgroup.procs")
-        return ["/bin/sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "course-sandbox"] + cmd
+        join = " && ".join(f'echo $$ > "{os.path.join(p, "cgroup.procs")}"' for p in self.paths)
+        return ["/bin/sh", "-c", f'{join} && exec "$@"', "course-sandbox"] + cmd
+
+    def out_of_memory(self) -> bool:
+        """Whether the sandbox hit its memory limit (an OOM kill or a refused allocation)."""
+        if self.memory is None:
+            return False
+        for name, key in (("memory.events", "oom_kill"), ("memory.oom_control", "oom_kill")):
+            with contextlib.suppress(OSError, ValueError):
+                with open(os.path.join(self.memory, name)) as f:
+                    fields = dict(line.split() for line in f if len(line.split()) == 2)
+                if int(fields.get(key, 0)) > 0:
+                    return True
+        with contextlib.suppress(OSError, ValueError):
+            with open(os.path.join(self.memory, "memory.failcnt")) as f:
+                return int(f.read()) > 0
+        return False
 
     def destroy(self):
-        if self.path is None:
-            return
+        for path in self.paths:
+            self._remove(path)
+        self.paths = []
+
+    @staticmethod
+    def _remove(path):
         for _ in range(50):
             try:
-                with open(os.path.join(self.path, "cgroup.procs")) as f:
+                with open(os.path.join(path, "cgroup.procs")) as f:
                     pids = [int(p) for p in f.read().split()]
             except OSError:
                 break
@@ -114,7 +154,52 @@ class PidsCgroup:
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
         with contextlib.suppress(OSError):
-            os.rmdir(self.path)
+            os.rmdir(path)
+
+
+def _own_cgroups():
+    """(controller, folder) of the cgroups this process is in, where we may make children."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for controller in ("pids", "memory"):
+            if controller in controllers.split(","):
+                folder = os.path.join(CGROUP_ROOT, controller) + path
+                if os.access(folder, os.W_OK):
+                    found.append((controller, folder))
+        if controllers == "" and os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
+            folder = CGROUP_ROOT + path
+            if os.access(folder, os.W_OK):
+                found.append(("unified", folder))
+    return found
+
+
+class Scratch:
+    """One kernel's writable files (its working folder and its own folder) on a size-limited
+    tmpfs (root only): nothing it writes lands on a shared disk. Elsewhere a plain folder."""
+
+    def __init__(self, size: int):
+        self.path = tempfile.mkdtemp(prefix="course-scratch-")
+        os.chmod(self.path, 0o700)
+        self.mounted = (sys.platform == "linux" and os.geteuid() == 0 and shutil.which("mount")
+                        and subprocess.run(["mount", "-t", "tmpfs", "-o",
+                                            f"size={size},mode=0700", "tmpfs", self.path],
+                                           capture_output=True).returncode == 0)
+
+    def folder(self, name: str) -> str:
+        path = os.path.join(self.path, name)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    def remove(self):
+        if self.mounted:
+            subprocess.run(["umount", "-l", self.path], capture_output=True)
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def sandbox_command(kernel_cmd: list[str], workdir: str, kdir: str, limits: Limits,
@@ -172,8 +257,9 @@ def _seed_matplotlib_cache(mpl_dir: str) -> None:
 class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel runs under bwrap, talking over ipc sockets."""
 
-    def __init__(self, workdir: str, limits: Limits, extra_env=None, sandbox=True, **kwargs):
-        self.kdir = tempfile.mkdtemp(prefix="course-kernel-")
+    def __init__(self, workdir: str, limits: Limits, extra_env=None, sandbox=True, kdir=None,
+                 **kwargs):
+        self.kdir = kdir or tempfile.mkdtemp(prefix="course-kernel-")
         os.chmod(self.kdir, 0o700)
         self.channel_dir = os.path.join(self.kdir, "channel")
         for sub in ("in", "out"):
@@ -184,7 +270,7 @@ class SandboxKernelManager(AsyncKernelManager):
                          connection_file=os.path.join(self.kdir, "kernel.json"), **kwargs)
         self.workdir, self.limits, self.sandbox = workdir, limits, sandbox
         self.env = kernel_env(home, extra_env)
-        self.cgroup = PidsCgroup(limits.processes) if sandbox else None
+        self.cgroup = Cgroups(limits) if sandbox else None
         self._kernel_spec = KernelSpec(
             argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             display_name="Python 3 (sandboxed)", language="python",
@@ -202,6 +288,18 @@ class SandboxKernelManager(AsyncKernelManager):
                 if os.path.exists("/usr/bin/env") else cmd
         return self.cgroup.wrap(sandbox_command(cmd, self.workdir, self.kdir, self.limits,
                                                 self.env))
+
+    def client(self, **kwargs):
+        """A client that refuses oversized messages before decoding them (ZMQ drops them)."""
+        kc = super().client(**kwargs)
+        kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_KERNEL_MESSAGE)
+        return kc
+
+    def death_reason(self) -> str | None:
+        if self.cgroup is not None and self.cgroup.out_of_memory():
+            return (f"the kernel hit the memory limit of {self.limits.memory_bytes >> 20} MB "
+                    "for the whole sandbox and was stopped")
+        return None
 
     def cleanup_all(self):
         if self.cgroup is not None:

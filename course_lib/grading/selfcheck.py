@@ -14,20 +14,21 @@ import tempfile
 
 import nbformat
 
-from course_lib.grading import pipeline
+from course_lib.grading import cells, pipeline
 from course_lib.grading.course import CONFIG_FILE, Course, find_root
 from course_lib.grading.release import release
+from course_lib.grading.sandbox import bwrap_available
 
 
 def recognise(nb, course_root: str) -> tuple[str, str]:
     """(assignment, notebook) whose source cells the submitted notebook shares most."""
-    ids = pipeline._grade_ids(nb)
+    ids = cells.grade_ids(nb)
     best, best_overlap = None, 0
     source = os.path.join(course_root, "source")
     for a in sorted(os.listdir(source)):
         for f in sorted(os.listdir(os.path.join(source, a))) if os.path.isdir(os.path.join(source, a)) else []:
             if f.endswith(".ipynb"):
-                theirs = pipeline._grade_ids(nbformat.read(os.path.join(source, a, f), as_version=4))
+                theirs = cells.grade_ids(nbformat.read(os.path.join(source, a, f), as_version=4))
                 overlap = len(ids & theirs)
                 if overlap > best_overlap:
                     best, best_overlap = (a, f[:-6]), overlap
@@ -54,8 +55,11 @@ def check(path: str, root: str | None = None, sandbox=None, verbose=False, keep=
         folder = course.path("submitted", "me", assignment)
         os.makedirs(folder)
         shutil.copy(path, os.path.join(folder, f"{notebook}.ipynb"))
+        if sandbox is None:  # a learner's own notebook: the sandbox where there is one
+            sandbox = bwrap_available()
         print(f"checking {path} as {assignment}/{notebook}.ipynb "
-              f"({'sandboxed' if sandbox is not False else 'unsandboxed'}) ...")
+              + ("(sandboxed) ..." if sandbox else "(unsandboxed: bubblewrap is not available "
+                 "here; fine for your own notebook) ..."))
         report = pipeline.grade(course, assignment, workers=1, sandbox=sandbox, progress=False)
         cells = pipeline.scores(course, assignment).get(("me", assignment), {})
         order, messages = _messages(course.path("autograded", "me", assignment,
@@ -80,7 +84,7 @@ def _messages(autograded_path: str) -> tuple[dict, dict]:
     if not os.path.exists(autograded_path):
         return order, out
     for i, cell in enumerate(nbformat.read(autograded_path, as_version=4).cells):
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        gid = cells.grade_id(cell)
         if gid:
             order[gid] = i
         for o in cell.get("outputs", []):
