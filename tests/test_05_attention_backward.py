@@ -196,3 +196,19 @@ def test_a_wrong_adam_update_loses_the_training_points():
     scores = run_in_process(nb)
     score, _, error = scores["test_training_hidden"]
     assert score == 0 and "loss curve" in error, error
+
+
+@pytest.mark.slow
+def test_course_check_recognises_and_passes_the_reference(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    mine = tmp_path / "my transformer.ipynb"
+    shutil.copy(source_path(A), mine)
+    course = os.path.join(os.path.dirname(sys.executable), "course")
+    result = subprocess.run([course, "check", str(mine)], cwd=os.path.dirname(source_path(A)),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"as {A}/attention_backward.ipynb" in result.stdout
+    assert f"{MAX}/{MAX}" in result.stdout.replace(".0", ""), result.stdout
