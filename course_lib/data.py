@@ -1,5 +1,7 @@
-"""Small synthetic data sets used by the notebooks and tests (no downloads)."""
+"""Small data sets used by the notebooks and tests, all generated or shipped (no downloads)."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -43,3 +45,33 @@ def load_digits_split(test_fraction=0.25, seed=0, standardize=True):
         mean, scale = x_train.mean(axis=0), x_train.std()
         x_train, x_test = (x_train - mean) / scale, (x_test - mean) / scale
     return x_train, y_train, x_test, y_test
+
+
+TEXTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "texts")
+
+
+def load_text(name="nursery_rhymes"):
+    """A short public-domain text that ships with the course (`course_lib/texts/<name>.txt`).
+
+    `nursery_rhymes`: 26 traditional English nursery rhymes, lower case, typed for this course
+    (about 3.8 KB, 31 distinct characters).
+    """
+    with open(os.path.join(TEXTS, f"{name}.txt"), encoding="utf-8") as f:
+        return f.read()
+
+
+def char_encoding(text):
+    """(ids, chars): `ids` int64 (len(text),) indexes the sorted characters `chars` (a string)."""
+    chars = "".join(sorted(set(text)))
+    lookup = {c: i for i, c in enumerate(chars)}
+    return np.array([lookup[c] for c in text], dtype=np.int64), chars
+
+
+def text_batch(data, block, batch_size, rng):
+    """`batch_size` random windows of `block` ids and, shifted by one, the ids that follow.
+
+    Returns (ids, targets), both int64 (batch_size, block): targets[b, t] = data[s_b + t + 1].
+    """
+    starts = rng.integers(0, len(data) - block, size=batch_size)
+    windows = starts[:, None] + np.arange(block)               # (batch_size, block)
+    return data[windows], data[windows + 1]

@@ -1,4 +1,4 @@
-"""Layers in numpy with reference vector-Jacobian products (notebooks 02 and 03).
+"""Layers in numpy with reference vector-Jacobian products (notebooks 02, 03 and 05).
 
 Every layer returns `(out, vjp)`: the forward result and a function mapping the upstream
 gradient `g` (shape of `out`) to the gradient of each input. The vjp closures are reference
@@ -117,3 +117,71 @@ def softmax_cross_entropy(logits, labels):
         return g * glogits / n
 
     return loss, vjp
+
+
+# ---------------------------------------------------------------- transformer pieces (notebook 05)
+
+def softmax_op(x, axis=-1):
+    """out = softmax(x) along axis (ops.softmax is the forward alone);
+    vjp(g) -> out * (g - sum(g * out, axis))."""
+    out = softmax(x, axis=axis)
+
+    def vjp(g):
+        guard.refuse("course_lib.ops.softmax_op")
+        return out * (g - np.sum(g * out, axis=axis, keepdims=True))
+
+    return out, vjp
+
+
+def layer_norm(x, gamma, beta, eps=1e-5):
+    """out = gamma * (x - mean) / sqrt(var + eps) + beta over the last axis (biased var);
+    vjp(g) -> (gx, ggamma, gbeta) with gx = (gh - mean(gh) - xhat * mean(gh * xhat)) / std."""
+    mean = x.mean(axis=-1, keepdims=True)
+    std = np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
+    xhat = (x - mean) / std
+    out = gamma * xhat + beta
+
+    def vjp(g):
+        guard.refuse("course_lib.ops.layer_norm")
+        lead = tuple(range(g.ndim - 1))
+        gh = g * gamma
+        gx = (gh - gh.mean(axis=-1, keepdims=True)
+              - xhat * (gh * xhat).mean(axis=-1, keepdims=True)) / std
+        return gx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
+
+    return out, vjp
+
+
+def embedding(ids, table):
+    """out = table[ids] for int ids of any shape, table (V, D);
+    vjp(g) -> gtable (V, D), rows of g added at their ids (repeats accumulate)."""
+    out = table[ids]
+
+    def vjp(g):
+        guard.refuse("course_lib.ops.embedding")
+        gtable = np.zeros_like(table)
+        np.add.at(gtable, ids, g)
+        return gtable
+
+    return out, vjp
+
+
+def attention(q, k, v, causal=False):
+    """out = softmax(q @ k^T / sqrt(d) + mask) @ v over (..., T, d) (mask: -inf above the
+    diagonal when causal); vjp(g) -> (gq, gk, gv)."""
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    scores = (q @ np.swapaxes(k, -1, -2)) * scale             # (..., Tq, Tk)
+    if causal:
+        above = np.triu(np.ones(scores.shape[-2:], dtype=bool), k=1)
+        scores = np.where(above, -np.inf, scores)
+    p = softmax(scores, axis=-1)
+    out = p @ v
+
+    def vjp(g):
+        guard.refuse("course_lib.ops.attention")
+        gp = g @ np.swapaxes(v, -1, -2)
+        gv = np.swapaxes(p, -1, -2) @ g
+        gs = p * (gp - np.sum(gp * p, axis=-1, keepdims=True)) * scale
+        return gs @ k, np.swapaxes(gs, -1, -2) @ q, gv
+
+    return out, vjp

@@ -282,7 +282,7 @@ code {{ background: #f3f5f8; padding: 0 0.2em; border-radius: 3px; }}
 </head>
 <body>
 <h1>{title}</h1>
-<p class="lede">The four notebooks of the course, <strong>solved and run</strong>: every
+<p class="lede">The notebooks of the course, <strong>solved and run</strong>: every
 solution, every output and every plot. Try each exercise in your own copy first (the hints in
 the notebook go from a nudge to nearly the answer), check it with <code>course check
 my_notebook.ipynb</code>, and come here when you are stuck or to compare your answer.</p>

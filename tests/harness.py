@@ -17,6 +17,7 @@ NOTEBOOKS = {
     "02_manual_backprop": "manual_backprop",
     "03_mlp_backward": "mlp_backward",
     "04_autodiff_engine": "autodiff_engine",
+    "05_attention_backward": "attention_backward",
 }
 
 

@@ -1,4 +1,4 @@
-"""The four notebooks: clean, executable, released in sync, and graded the same by both paths."""
+"""The five notebooks: clean, executable, released in sync, and graded the same by both paths."""
 import json
 import os
 import re
@@ -13,7 +13,7 @@ from harness import (NOTEBOOKS, REPO, grade_id, is_test, make_course, nbgrader_a
 ASSIGNMENTS = [a for a in NOTEBOOKS if os.path.exists(source_path(a))]
 
 
-def test_all_four_stages_exist():
+def test_all_five_stages_exist():
     assert ASSIGNMENTS == list(NOTEBOOKS)
 
 

@@ -1,4 +1,4 @@
-"""The numpy layers of notebooks 02/03 and their reference vjps, against torch autograd."""
+"""The numpy layers of notebooks 02, 03 and 05 and their reference vjps, against torch autograd."""
 from __future__ import annotations
 
 import warnings
@@ -90,6 +90,64 @@ def test_softmax_cross_entropy(scale, rng):
     assert_close(vjp(), torch_vjp(torch_loss, [logits], 1.0)[1][0])
 
 
+# ---------------------------------------------------------------- transformer pieces
+
+@pytest.mark.parametrize("shape, axis, scale", [((3, 5), -1, 1.0), ((2, 3, 4), 1, 1.0),
+                                                ((4, 3), 0, 1000.0), ((5,), 0, 1.0)])
+def test_softmax_op(shape, axis, scale, rng):
+    x = scale * rng.standard_normal(shape)
+    out, vjp = ops.softmax_op(x, axis=axis)
+    g = rng.standard_normal(shape)
+    want_out, (want,) = torch_vjp(lambda t: torch.softmax(t, dim=axis), [x], g)
+    assert_close(out, want_out)
+    assert_close(vjp(g), want)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 5), (3, 1)])
+def test_layer_norm(shape, rng):
+    x = 3.0 * rng.standard_normal(shape) + 100.0
+    gamma, beta = rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
+    out, vjp = ops.layer_norm(x, gamma, beta)
+    g = rng.standard_normal(shape)
+    want_out, want = torch_vjp(
+        lambda x, w, b: torch.nn.functional.layer_norm(x, (shape[-1],), w, b, 1e-5),
+        [x, gamma, beta], g)
+    assert_close(out, want_out)
+    for got, expected in zip(vjp(g), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_embedding_accumulates_repeated_ids(rng):
+    ids = np.array([[0, 2, 2], [3, 0, 2]])
+    table = rng.standard_normal((4, 5))
+    out, vjp = ops.embedding(ids, table)
+    g = rng.standard_normal(out.shape)
+    want_out, (want,) = torch_vjp(lambda t: t[torch.from_numpy(ids)], [table], g)
+    assert_close(out, want_out)
+    assert_close(vjp(g), want)
+    assert_close(vjp(g)[2], g[0, 1] + g[0, 2] + g[1, 2])
+
+
+@pytest.mark.parametrize("causal, tq, tk, lead", [(False, 3, 5, (2,)), (True, 4, 4, (2, 3)),
+                                                  (True, 1, 1, ()), (False, 4, 2, ())])
+def test_attention(causal, tq, tk, lead, rng):
+    q = rng.standard_normal((*lead, tq, 3))
+    k, v = rng.standard_normal((*lead, tk, 3)), rng.standard_normal((*lead, tk, 2))
+
+    def reference(q, k, v):
+        s = q @ k.transpose(-1, -2) / np.sqrt(3)
+        if causal:
+            s = s.masked_fill(torch.ones(tq, tk).triu(1).bool(), float("-inf"))
+        return torch.softmax(s, dim=-1) @ v
+
+    out, vjp = ops.attention(q, k, v, causal=causal)
+    g = rng.standard_normal(out.shape)
+    want_out, want = torch_vjp(reference, [q, k, v], g)
+    assert_close(out, want_out)
+    for got, expected in zip(vjp(g), want):
+        assert_close(got, expected)
+
+
 # ---------------------------------------------------------------- stable forward helpers
 
 def test_forward_helpers_match_torch(rng):
@@ -127,6 +185,10 @@ def test_forward_helpers_are_stable_at_1000():
     ("tanh", lambda: ops.tanh(np.ones(3))),
     ("mse_loss", lambda: ops.mse_loss(np.ones(3), np.zeros(3))),
     ("softmax_cross_entropy", lambda: ops.softmax_cross_entropy(np.ones((2, 3)), np.array([0, 2]))),
+    ("softmax_op", lambda: ops.softmax_op(np.ones((2, 3)))),
+    ("layer_norm", lambda: ops.layer_norm(np.ones((2, 3)), np.ones(3), np.zeros(3))),
+    ("embedding", lambda: ops.embedding(np.array([1, 1]), np.ones((3, 2)))),
+    ("attention", lambda: ops.attention(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)))),
 ])
 def test_vjps_refuse_inside_student_code(name, make):
     with guard.student_code():

@@ -107,7 +107,7 @@ def test_walkthrough_builds_with_every_stage_linked_in_order_and_its_plots(tmp_p
     assert index == os.path.join(site, "index.html")
     expected = [f"{a}.html" for a in NOTEBOOKS]
 
-    # The index links the four stages, in order.
+    # The index links every stage, in order.
     with open(index, encoding="utf-8") as f:
         index_html = f.read()
     stage_links = [h for h, _ in links(index_html) if h in expected]
