@@ -21,6 +21,14 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Deleted or edited test cells come back at grading; ours also handles a deleted test cell
 # that follows a locked markdown cell (nbgrader 0.9.6 raises KeyError there).
 c.OverwriteCells.add_missing_cells = True
+# Feedback (`course feedback`, `nbgrader generate_feedback`, the formgrader's button): hidden
+# test regions removed, student markdown sanitized, outputs after a hidden test left out.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "course_lib.grading.preprocessors.HideHiddenTests",
+    "course_lib.grading.preprocessors.SanitizeMarkdown",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
     "nbgrader.preprocessors.DeduplicateIds",

@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import os
 
-from traitlets.config import Config
-
 from course_lib.grading.course import Course
 
-FEEDBACK_PREPROCESSORS = [
-    "nbgrader.preprocessors.GetGrades",
-    "course_lib.grading.preprocessors.HideHiddenTests",
-    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-]
-
-
 def generate(course: Course, assignment: str | None = None, students=None) -> list[str]:
-    extra = Config()
-    extra.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS
-    api = course.api(extra)
+    """Pages through nbgrader's GenerateFeedback, with the preprocessors nbgrader_config.py
+    gives it (so the formgrader's button and `nbgrader generate_feedback` make the same)."""
+    api = course.api()
     autograded = course.path("autograded")
     written = []
     for student in sorted(os.listdir(autograded)) if os.path.isdir(autograded) else []:

@@ -443,6 +443,12 @@ def prepare(course: Course, assignment, students, limits: Limits, sandbox: bool)
                 job.outcome.status = "skipped"
                 job.outcome.reasons.append(f"{a} is not in the gradebook: run `course release {a}`")
                 continue
+            if any(os.path.islink(course.path("submitted", *parts))
+                   for parts in ((student,), (student, a))):
+                job.outcome.status = "failed"
+                job.outcome.reasons.append(f"submitted/{student}/{a} is a link, not a folder: "
+                                           "not graded")
+                continue
             try:
                 _prepare_job(course, gb, job, known[a], stage, secret, limits, sandbox)
             except Exception as e:  # noqa: BLE001 (a crafted notebook must not stop the class)
@@ -490,6 +496,7 @@ class Finalizer:
         extra = Config()
         extra.Autograde.autograde_preprocessors = FINALIZE_PREPROCESSORS
         extra.CourseDirectory.submitted_directory = self.stage
+        extra.Autograde.permissions = 400  # nbgrader reads it as octal: r-------- (hidden tests)
         self.api = course.api(extra)
 
     def finalize(self, job: Job) -> None:

@@ -145,3 +145,18 @@ class HideHiddenTests(ClearHiddenTests):
 
 def is_test_cell(cell) -> bool:
     return utils.is_grade(cell) and not utils.is_solution(cell) and cell.cell_type == "code"
+
+
+class SanitizeMarkdown(NbGraderPreprocessor):
+    """For feedback: markdown is rendered here and cleaned by a maintained HTML sanitizer (nh3,
+    Ammonia), so a student's cell keeps its text, formulas and hints but no script, event
+    handler or javascript: URL reaches a browser. The page renders the clean HTML as is."""
+
+    def preprocess(self, nb, resources):
+        import nh3
+        from nbconvert.filters.markdown_mistune import markdown2html_mistune
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = nh3.clean(markdown2html_mistune(cell.source))
+                cell.pop("attachments", None)
+        return nb, resources

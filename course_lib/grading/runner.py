@@ -150,13 +150,12 @@ async def _execute(task: Task) -> Result:
                                                                      index, left)
                         calls += n
                     elif cell.cell_type == "code":
-                        stopped = await _student_cell(client, task, cell, index, left, deadline)
-                    if stopped:
-                        await km.kill_kernel()
+                        stopped = await _student_cell(client, km, task, cell, index, left,
+                                                      deadline)
         except DeadKernelError:
-            stopped = km.death_reason() or "the kernel died (os._exit or a crash)"
+            stopped = stopped or km.death_reason() or "the kernel died (os._exit or a crash)"
         except Exception as e:  # a broken notebook must not stop the others
-            stopped = f"execution stopped: {type(e).__name__}: {str(e)[:300]}"
+            stopped = stopped or f"execution stopped: {type(e).__name__}: {str(e)[:300]}"
         if stopped:
             reasons.append(f"{stopped}; cells after that point earned nothing")
             for gid in task.tests:
@@ -182,18 +181,36 @@ def _over_budget(task):
     return f"the notebook ran longer than its budget of {task.limits.notebook_timeout} s"
 
 
-async def _student_cell(client, task, cell, index, left, deadline):
-    """Run one of the student's cells; why the kernel had to stop, or None."""
-    try:
-        await asyncio.wait_for(
-            client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1),
-            min(task.limits.cell_timeout + KILL_GRACE, left))
-    except asyncio.TimeoutError:
-        if time.monotonic() >= deadline - 1:
-            return _over_budget(task)
-        return (f"a cell kept running after it was interrupted at its {task.limits.cell_timeout} s "
-                "limit (it ignored the interrupt): the kernel was killed")
-    return None
+async def _student_cell(client, km, task, cell, index, left, deadline):
+    """Run one of the student's cells; why the kernel had to be killed, or None.
+
+    nbclient interrupts a cell at its time limit; one that ignores the interrupt (or runs
+    past the notebook's budget) is stopped here by killing the kernel: waiting on is no limit.
+    """
+    run = asyncio.ensure_future(
+        client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1))
+    done, _ = await asyncio.wait({run}, timeout=min(task.limits.cell_timeout + KILL_GRACE, left))
+    if run in done:
+        run.result()  # a kernel that died by itself raises DeadKernelError here
+        return None
+    if time.monotonic() >= deadline - 1:
+        reason = _over_budget(task)
+    else:
+        reason = (f"a cell kept running after it was interrupted at its "
+                  f"{task.limits.cell_timeout} s limit (it ignored the interrupt): the kernel "
+                  "was killed")
+    await _kill(km, run)
+    return reason
+
+
+async def _kill(km, *pending):
+    """Kill the kernel, then let what waited on it notice (nbclient raises DeadKernelError)."""
+    await km.shutdown_kernel(now=True)
+    for task in pending:
+        try:
+            await asyncio.wait_for(task, 30)
+        except BaseException:  # noqa: BLE001 (DeadKernelError, a timeout, a cancellation)
+            pass
 
 
 async def _call(fn, *args, **kwargs):
@@ -220,6 +237,7 @@ async def _test_cell(client, km, task: Task, gid: str, index: int, left: float):
     verdict = await asyncio.to_thread(run_test_cell, task.tests[gid], session, task.seeds)
     session.close()
     if "id" in started and not await _wait_reply(client, started["id"], STOP_GRACE):
+        await _kill(km)
         return verdict, session.calls, (f"the kernel did not stop after test {gid} "
                                         "(it ignored an interrupt): it was killed")
     return verdict, session.calls, None
