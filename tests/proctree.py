@@ -14,16 +14,6 @@ class Proc:
     comm: str
     cmdline: str
 
-    @property
-    def kind(self) -> str | None:
-        if self.state == "Z":
-            return "zombie"
-        if self.comm == "bwrap":
-            return "bwrap"
-        if "ipykernel_launcher" in self.cmdline:
-            return "kernel"
-        return None
-
 
 def _read(pid: int) -> Proc | None:
     try:
@@ -65,10 +55,21 @@ def load(pid: int) -> tuple[int, int]:
 
 
 def counts(procs: list[Proc]) -> dict[str, int]:
-    tally = {"descendants": len(procs), "zombie": 0, "bwrap": 0, "kernel": 0}
+    """zombie: any process in state Z; bwrap: any bwrap; sandbox: a bwrap whose parent is not
+    one (one per sandbox); kernel: an ipykernel whose parent is a bwrap (the sandbox's init).
+    A process forked but not yet exec'd shows its parent's name: the last two never count it."""
+    by_pid = {p.pid: p for p in procs}
+    tally = {"descendants": len(procs), "zombie": 0, "bwrap": 0, "sandbox": 0, "kernel": 0}
     for p in procs:
-        if p.kind:
-            tally[p.kind] += 1
+        parent = by_pid.get(p.ppid)
+        under_bwrap = parent is not None and parent.comm == "bwrap"
+        if p.state == "Z":
+            tally["zombie"] += 1
+        elif p.comm == "bwrap":
+            tally["bwrap"] += 1
+            tally["sandbox"] += not under_bwrap
+        elif "ipykernel_launcher" in p.cmdline and under_bwrap:
+            tally["kernel"] += 1
     return tally
 
 
@@ -103,5 +104,5 @@ class Sampler:
             tally["worker fds"] = max((n for _, n in loads), default=0)
             for key, value in tally.items():
                 self.peak[key] = max(self.peak[key], value)
-            self.zombie_names |= {p.comm for p in procs if p.kind == "zombie"}
+            self.zombie_names |= {p.comm for p in procs if p.state == "Z"}
             self._stop.wait(self.interval)
