@@ -147,7 +147,7 @@ def _kill_children(pid: int) -> bool:
     return bool(children)
 
 
-def kill_and_reap(process: subprocess.Popen, grace: float = 2.0, timeout: float = 30.0) -> None:
+def kill_and_reap(process: subprocess.Popen, grace: float = 1.0, timeout: float = 30.0) -> None:
     """Kill a launched kernel with everything below it, and wait for it.
 
     Children first: under bwrap the child is the sandbox's init, whose death takes its whole
@@ -260,7 +260,7 @@ class SandboxKernelManager(AsyncKernelManager):
         """jupyter_client's kill, after the sandbox's init: bwrap can then reap it."""
         if self.has_kernel and _kill_children(self.provisioner.process.pid):
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._async_wait(), timeout=2.0)
+                await asyncio.wait_for(self._async_wait(), timeout=1.0)
         await super()._async_kill_kernel(restart=restart)
 
     def cleanup_all(self):
