@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/grading.py
+	$(BIN)/python bench/reaping.py
 
 clean-student-data:
 	rm -rf submitted feedback autograded/*/ gradebook.db grades.csv grades.png .course_cache

@@ -7,9 +7,14 @@ ipc sockets (a shared folder would expose other kernels' signing keys). No sourc
 gradebook, no other submission, no home folder, no network (ipc transport, so the client stays
 outside). Inside it is uid 1000 with no capabilities; outside, as root, a pids cgroup caps the
 processes (RLIMIT_NPROC does not bind root), prlimit caps address space and file size.
+
+When its notebook is done, however it ended, `SandboxKernelManager.cleanup_all` kills what the
+kernel left running and waits for the process it launched: an unwaited child stays a zombie
+that holds a process slot (RLIMIT_NPROC counts it) until the grading worker exits.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -202,6 +207,51 @@ class Scratch:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc (host pids, whatever their namespace)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:  # the field after (comm) state
+            found.append(int(entry))
+    return found
+
+
+def _kill_children(pid: int) -> bool:
+    """SIGKILL the direct children of `pid`; whether there were any."""
+    children = _children(pid)
+    for child in children:
+        with contextlib.suppress(OSError):
+            os.kill(child, signal.SIGKILL)
+    return bool(children)
+
+
+def kill_and_reap(process: subprocess.Popen, grace: float = 1.0, timeout: float = 30.0) -> None:
+    """Kill a launched kernel with everything below it, and wait for it.
+
+    Children first: under bwrap the child is the sandbox's init, whose death takes its whole
+    pid namespace down; bwrap then reaps it and exits by itself. Killing bwrap first would
+    orphan that init to the host's init instead of letting bwrap reap it.
+    """
+    if process.poll() is None:
+        if _kill_children(process.pid):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(grace)
+        if process.poll() is None:
+            with contextlib.suppress(OSError):  # its own group: it was started in a new session
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout)  # past this it is stuck in the kernel; subprocess retries later
+
+
 def sandbox_command(kernel_cmd: list[str], workdir: str, kdir: str, limits: Limits,
                     env: dict[str, str]) -> list[str]:
     cmd = ["bwrap", "--die-with-parent", "--new-session",
@@ -275,6 +325,7 @@ class SandboxKernelManager(AsyncKernelManager):
             argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             display_name="Python 3 (sandboxed)", language="python",
             interrupt_mode="message")  # a SIGINT to bwrap would kill the kernel
+        self._clients = []
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         kw["stdout"] = kw["stderr"] = subprocess.DEVNULL  # the kernel's own logs are noise here
@@ -290,9 +341,11 @@ class SandboxKernelManager(AsyncKernelManager):
                                                 self.env))
 
     def client(self, **kwargs):
-        """A client that refuses oversized messages before decoding them (ZMQ drops them)."""
+        """A client that drops oversized messages before decoding them (ZMQ's MAXMSGSIZE),
+        closed by `cleanup_all` (nbclient closes only the clients of managers it created)."""
         kc = super().client(**kwargs)
         kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_KERNEL_MESSAGE)
+        self._clients.append(kc)
         return kc
 
     def death_reason(self) -> str | None:
@@ -301,7 +354,30 @@ class SandboxKernelManager(AsyncKernelManager):
                     "for the whole sandbox and was stopped")
         return None
 
+    async def _async_kill_kernel(self, restart: bool = False) -> None:
+        """jupyter_client's kill, after the sandbox's init: bwrap can then reap it."""
+        if self.has_kernel and _kill_children(self.provisioner.process.pid):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._async_wait(), timeout=1.0)
+        await super()._async_kill_kernel(restart=restart)
+
     def cleanup_all(self):
+        """Release all the kernel held, once its notebook is done however it ended (finished,
+        died, timed out, killed); safe to call again.
+
+        Kills and waits for the launched process, then kills whatever is left in the pids
+        cgroup; closes the clients' channels (a thread and sockets each) and the manager's
+        own sockets; removes the kernel's folder.
+        """
+        while self._clients:
+            self._clients.pop().stop_channels()
+        process = getattr(self.provisioner, "process", None)
+        if process is not None:
+            kill_and_reap(process)
+            self.provisioner.process = None
         if self.cgroup is not None:
             self.cgroup.destroy()
+        self._close_control_socket()
+        if self._created_context and not self.context.closed:
+            self.context.destroy(linger=0)
         shutil.rmtree(self.kdir, ignore_errors=True)
