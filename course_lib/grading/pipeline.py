@@ -119,6 +119,11 @@ def match_notebooks(folder: str, expected: dict[str, set]):
     return chosen, reasons
 
 
+# nbgrader's own files in a submission: the exchange's submit writes both, release_feedback
+# needs the secret to name the feedback the student can fetch.
+NBGRADER_FILES = ("timestamp.txt", "submission_secret.txt")
+
+
 def stage_submission(course: Course, student: str, assignment: str, stage: str, expected):
     """Copy a submission into the staging area under the names nbgrader expects."""
     src = course.path("submitted", student, assignment)
@@ -135,8 +140,8 @@ def stage_submission(course: Course, student: str, assignment: str, stage: str, 
     extra = []
     for entry in sorted(os.listdir(src)):
         path = os.path.join(src, entry)
-        if entry in chosen.values() or entry == "timestamp.txt":
-            if entry == "timestamp.txt":
+        if entry in chosen.values() or entry in NBGRADER_FILES:
+            if entry in NBGRADER_FILES:
                 shutil.copy(path, dest)
             continue
         if os.path.isfile(path) and not os.path.islink(path):
