@@ -7,13 +7,13 @@ ports, and removes them all. Screenshots of each step go to ``test-artifacts/hub
 """
 import csv
 import glob
+import json
 import os
 import re
 import shutil
 import socket
 import tempfile
 
-import nbformat
 import pytest
 
 import chromium
@@ -105,20 +105,52 @@ def _row(page, section, text=ASSIGNMENT):
     return page.locator(f"#{section} .list_item", has_text=text).first
 
 
-def _fetch_and_submit(page, user, room, solve):
+def _fetch_and_submit(page, base, user, solve):
     _assignments_tab(page)
     _row(page, "released_assignments_list").locator("button", has_text="Fetch").click()
     _row(page, "fetched_assignments_list").wait_for()
     _shot(page, f"02_{user}_fetched.png")
     mine = os.path.join(_home(user), ASSIGNMENT, NOTEBOOK + ".ipynb")
     assert os.path.exists(mine)
-    if solve:  # the student's edit, saved as their own file
-        nb = read(mine)
-        cell_by_id(nb, SOLVED).source = cell_by_id(read(source_path(ASSIGNMENT)), SOLVED).source
-        nbformat.write(nb, mine)
+    if solve:
+        _solve_in_notebook(page, base, user, mine)
+        _assignments_tab(page)
     _row(page, "fetched_assignments_list").locator("button", has_text="Submit").first.click()
     _row(page, "submitted_assignments_list").wait_for(timeout=60_000)
-    _shot(page, f"03_{user}_submitted.png")
+    _shot(page, f"04_{user}_submitted.png")
+
+
+def _solve_in_notebook(page, base, user, path):
+    """Type the reference solution of one exercise into the fetched notebook and save it."""
+    solution = re.sub(r"\s*### (BEGIN|END) SOLUTION", "",
+                      cell_by_id(read(source_path(ASSIGNMENT)), SOLVED).source)
+    page.goto(f"{base}/user/{user}/lab/tree/{ASSIGNMENT}/{NOTEBOOK}.ipynb")
+    cell = page.locator(".jp-CodeCell", has_text=f"def {SOLVED}(").first
+    cell.wait_for(timeout=120_000)
+    assert page.locator(".validate-button").count() > 0  # nbgrader's Validate is there
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(solution)
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+s")
+    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=30_000)
+    assert cell_by_id(read(path), SOLVED).source.strip() == solution.strip()
+    _shot(page, "03_student_solves.png")
+
+
+def _editor_settings(user):
+    """Plain editing for the typing student: no auto-closed brackets, every cell in the DOM."""
+    from course_lib.hub.classroom import chown_tree
+    root = os.path.join(_home(user), ".jupyter", "lab", "user-settings", "@jupyterlab")
+    for ext, name, data in (
+            ("notebook-extension", "tracker",
+             {"windowingMode": "none", "codeCellConfig": {"autoClosingBrackets": False}}),
+            ("codemirror-extension", "plugin", {"defaultConfig": {"autoClosingBrackets": False}})):
+        os.makedirs(os.path.join(root, ext), exist_ok=True)
+        with open(os.path.join(root, ext, name + ".jupyterlab-settings"), "w") as f:
+            json.dump(data, f)
+    chown_tree(os.path.join(_home(user), ".jupyter"), user)
 
 
 def _home(user):
@@ -149,6 +181,7 @@ def test_a_class_on_jupyterhub(hub):
         try:
             # Two students fetch it in the Assignments tab; one solves an exercise; both submit.
             pages = {}
+            _editor_settings(SOLVER)
             for user, solve in ((SOLVER, True), (BLANK, False)):
                 pages[user] = page = _login(browser, base, user)
                 if user == SOLVER:
@@ -158,7 +191,7 @@ def test_a_class_on_jupyterhub(hub):
                 items = [t.strip() for t in page.locator(".lm-Menu-itemLabel").all_inner_texts()]
                 assert "Assignment List" in items and "Formgrader" not in items, items
                 page.keyboard.press("Escape")
-                _fetch_and_submit(page, user, room, solve)
+                _fetch_and_submit(page, base, user, solve)
 
             # Nobody reads another student's files, nor the exchange's inbox.
             other = _as(room, env_bin, BLANK, "ls", _home(SOLVER), check=False)
@@ -189,21 +222,26 @@ def test_a_class_on_jupyterhub(hub):
                 "button", has_text="Fetch Feedback").click()
             _row(page, "submitted_assignments_list").locator(
                 "a", has_text=re.compile("view feedback", re.I)).wait_for(timeout=60_000)
-            _shot(page, "04_feedback_fetched.png")
+            _shot(page, "05_feedback_fetched.png")
             [html] = glob.glob(os.path.join(_home(SOLVER), ASSIGNMENT, "feedback", "*",
                                             NOTEBOOK + ".html"))
             rel = os.path.relpath(html, _home(SOLVER))
             page.goto(f"{base}/user/{SOLVER}/files/{rel}")
             text = page.locator("body").inner_text()
-            _shot(page, "05_feedback_page.png")
+            _shot(page, "06_feedback_page.png")
             assert re.search(rf"Score:\s*3(\.0)?\s*/\s*{full:g}", text), text[:500]
-            assert not os.path.exists(os.path.join(_home(BLANK), ASSIGNMENT, "feedback"))
+            # Student 2 fetches only their own feedback (nbgrader's command, as in a terminal).
+            _as(room, env_bin, BLANK, "nbgrader", "fetch_feedback", ASSIGNMENT)
+            [theirs] = glob.glob(os.path.join(_home(BLANK), ASSIGNMENT, "feedback", "*",
+                                              NOTEBOOK + ".html"))
+            with open(theirs) as f:
+                assert re.search(rf"Score:\s*0(\.0)?\s*/\s*{full:g}", f.read())
 
             # The formgrader shows the same scores as grades.csv.
             page = _login(browser, base, INSTRUCTOR)
             page.goto(f"{base}/user/{INSTRUCTOR}/formgrader/manage_submissions/{ASSIGNMENT}")
             page.wait_for_selector(f"text={SOLVER}")
-            _shot(page, "06_formgrader.png")
+            _shot(page, "07_formgrader.png")
             rows = {u: page.locator("tr", has_text=u).first.inner_text() for u in (SOLVER, BLANK)}
             assert re.search(rf"\b3(\.0)?\s*/\s*{full:g}\b", rows[SOLVER]), rows
             assert re.search(rf"\b0(\.0)?\s*/\s*{full:g}\b", rows[BLANK]), rows

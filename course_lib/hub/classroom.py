@@ -118,7 +118,7 @@ def as_user(user: str, cmd, env_bin: str, config_dir: str, cwd: str, **kw):
                           cwd=cwd, **kw)
 
 
-# ---- the environment every user runs --------------------------------------------------------------
+# ---- the environment every user runs -----------------------------------------------------------
 
 def environment(room: Classroom) -> str:
     """The bin folder of a Python environment with this course that every account can run.
@@ -154,7 +154,7 @@ def _usable_by(user: str, bindir: str) -> bool:
     return probe.returncode == 0
 
 
-# ---- exchange, configuration, the instructor's course ---------------------------------------------
+# ---- exchange, configuration, the instructor's course ------------------------------------------
 
 def make_folders(room: Classroom) -> None:
     os.makedirs(room.hub_dir, exist_ok=True)
