@@ -49,6 +49,7 @@ def hub():
     room = classroom.Classroom(hub_dir=tempfile.mkdtemp(prefix="bfs-hub-test-"),
                                instructor=INSTRUCTOR, students=(SOLVER, BLANK))
     proc = log = None
+    classroom.clean(room)  # accounts left behind by an interrupted run, with their homes
     try:
         env_bin = classroom.prepare(room)
         port, hub_port, api_port = _free_ports(3)
