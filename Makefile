@@ -5,8 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WORKSPACE := workspace
 PYTEST_ARGS ?=
+# `make hub`: JupyterHub's proxy from npm, into a project-local folder (not global).
+HUB_DIR := .hub
+CHP_VERSION := 5.3.0
+CHP := $(HUB_DIR)/node_modules/.bin/configurable-http-proxy
+HUB_PORT ?= 8000
 
-.PHONY: demo test lab walkthrough release bench clean-student-data
+.PHONY: demo test lab walkthrough release bench clean-student-data hub hub-clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +22,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/course demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHP)
 	$(BIN)/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # A student's workspace: a copy of release/, so working in it never changes the committed release.
@@ -39,3 +44,14 @@ bench: $(STAMP)
 
 clean-student-data:
 	rm -rf submitted feedback autograded/*/ gradebook.db grades.csv grades.png .course_cache
+
+$(CHP):
+	mkdir -p $(HUB_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(HUB_DIR) configurable-http-proxy@$(CHP_VERSION)
+
+# A local class on JupyterHub (as root): instructor and student accounts, the nbgrader exchange.
+hub: $(STAMP) $(CHP)
+	$(BIN)/python -m course_lib.hub start --port $(HUB_PORT)
+
+hub-clean: $(STAMP)
+	$(BIN)/python -m course_lib.hub clean

@@ -36,3 +36,8 @@ c.Autograde.sanitize_preprocessors = [
     "course_lib.grading.preprocessors.RestoreCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+
+# `nbgrader zip_collect`: submissions downloaded from Canvas or Moodle (course_lib/grading/lms.py).
+c.ZipCollectApp.collector_plugin = "course_lib.grading.lms.LmsFileNames"
+c.FileNameCollectorPlugin.named_regexp = (
+    r"^(?P<student_id>.+?)_(?:LATE_|late_)?\d+_(?:\d+|assignsubmission_file)_(?P<file_id>.+)$")

@@ -18,8 +18,9 @@ import uuid
 
 import pytest
 
+import chromium
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHROMIUM = "/usr/bin/chromium"
 ASSIGNMENT = "03_mlp_backward"
 NOTEBOOK = "mlp_backward.ipynb"
 ARTIFACTS = os.path.join(REPO, "test-artifacts", "browser")
@@ -37,10 +38,6 @@ CORRECT = '''def affine(x, w, b):
     return y, vjp
 '''
 WRONG = CORRECT.replace("g.sum(axis=0)", "g.sum(axis=1)")
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
 
 
 def _free_port():
@@ -113,10 +110,7 @@ def _test_cell_output(page):
 
 
 def test_student_solves_affine_in_jupyterlab(tmp_path):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium to run the browser test")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright Python package is not installed")
+    sync_api = chromium.sync_api()
     release = os.path.join(REPO, "release", ASSIGNMENT)
     if not os.path.exists(os.path.join(release, NOTEBOOK)):
         pytest.skip(f"{release}/{NOTEBOOK} missing: run `course release {ASSIGNMENT}` first")
@@ -143,7 +137,7 @@ def test_student_solves_affine_in_jupyterlab(tmp_path):
     try:
         _wait_for_server(port, token, proc)
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = chromium.launch(pw)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)
             page.goto(f"http://127.0.0.1:{port}/lab/tree/{ASSIGNMENT}/{NOTEBOOK}?token={token}")

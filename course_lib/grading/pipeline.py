@@ -86,7 +86,9 @@ def submissions(course: Course, assignment: str | None = None, students=None):
 
 
 MAX_NOTEBOOK_BYTES = 64 << 20
-EXCHANGE_FILES = {"timestamp.txt", "submission_secret.txt"}  # nbgrader's own, not the student's
+# nbgrader's own files in a submission: the exchange's submit writes both, release_feedback
+# needs the secret to name the feedback the student can fetch.
+NBGRADER_FILES = ("timestamp.txt", "submission_secret.txt")
 
 
 def _read_notebook(path):
@@ -144,9 +146,9 @@ def stage_submission(course: Course, student: str, assignment: str, stage: str, 
     extra = []
     for entry in sorted(os.listdir(src)):
         path = os.path.join(src, entry)
-        if entry == "timestamp.txt":
-            _copy_timestamp(path, dest, reasons)
-        elif entry not in chosen.values() and entry not in EXCHANGE_FILES:
+        if entry in NBGRADER_FILES:
+            _copy_small_file(path, dest, reasons)
+        elif entry not in chosen.values():
             extra.append(entry)
     if extra:
         reasons.append(f"extra files ignored by the grader: {', '.join(extra[:10])}"
@@ -154,15 +156,17 @@ def stage_submission(course: Course, student: str, assignment: str, stage: str, 
     return reasons
 
 
-def _copy_timestamp(path, dest, reasons):
+def _copy_small_file(path, dest, reasons):
+    """nbgrader's own small files, read like any submitted file: never through a link."""
+    name = os.path.basename(path)
     try:
-        data = wire.read_regular(path, 1000)
+        data = wire.read_regular(path, 4096)
     except wire.WireError:
         data = None
     if data is None:
-        reasons.append("timestamp.txt is not a regular file: ignored")
+        reasons.append(f"{name} is not a regular file: ignored")
         return
-    with open(os.path.join(dest, "timestamp.txt"), "wb") as f:
+    with open(os.path.join(dest, name), "wb") as f:
         f.write(data)
 
 
