@@ -103,6 +103,17 @@ def kernel_floor(repeats: int = 3) -> float:
     return min(times)
 
 
+def limits_ms(n: int = 20) -> float:
+    """Milliseconds per notebook to set up and tear down its limits: cgroups and the tmpfs."""
+    from course_lib.grading.sandbox import Cgroups, Limits, Scratch
+    start = time.perf_counter()
+    for _ in range(n):
+        scratch, groups = Scratch(Limits().scratch_bytes), Cgroups(Limits())
+        groups.destroy()
+        scratch.remove()
+    return 1000 * (time.perf_counter() - start) / n
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--students", type=int, default=3)
@@ -127,6 +138,7 @@ def main():
           f"cores: {cores}")
     for name, seconds in runs.items():
         print(f"  {name:<34} {seconds / plain:5.2f}x the time of plain nbgrader")
+    print(f"limits: {limits_ms():.1f} ms per notebook to set up and remove its cgroups and tmpfs")
     request = channel_request_ms()
     print(f"channel: {request:.2f} ms per request (a notebook function called with an array)")
     for assignment, calls in sorted(CALLS.items()):

@@ -20,7 +20,7 @@ import numpy as np
 MAX_ITEMS = 10_000            # elements of one tuple/list/dict
 MAX_DEPTH = 32                # nesting of containers
 MAX_STR = 2_000               # characters of a string from the kernel
-MAX_MESSAGE_BYTES = 256 << 20  # one message file
+MAX_MESSAGE_BYTES = 64 << 20   # one message file
 MAX_HEADER_BYTES = 8 << 20     # its JSON part
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 DTYPES = {np.dtype(d).str: np.dtype(d) for d in
