@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 from course_lib.grading import pipeline
+from course_lib.grading.cluster import Scheduler
 from course_lib.grading.runner import Task, execute_task
 from course_lib.grading.sandbox import Limits, SandboxKernelManager, bwrap_available
 from harness import CORRECT, make_tiny_course, submission, submit
@@ -120,7 +121,9 @@ def test_dask_workers_keep_zombies_few(tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
-        peak = grade_sampled(str(tmp_path), 16, scheduler=cluster.scheduler_address)
+        # an in-process test cluster on loopback: plain tcp, said explicitly
+        scheduler = Scheduler(cluster.scheduler_address, insecure=True)
+        peak = grade_sampled(str(tmp_path), 16, scheduler=scheduler)
         assert peak["zombie"] <= 4, peak
         assert peak["sandbox"] <= 2 and peak["kernel"] <= 2
     assert leftovers() == {}
