@@ -79,7 +79,7 @@ def cmd_demo(args):
 def cmd_check(args):
     from course_lib.grading import selfcheck
     return selfcheck.check(args.notebook, root=args.root, sandbox=args.sandbox,
-                           verbose=args.verbose)
+                           verbose=args.verbose, only=tuple(args.only or ()))
 
 
 @verb("walkthrough", "build the static HTML walkthrough of the solved notebooks")
@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "check":
             p.add_argument("notebook", help="path to your notebook (any file name)")
-            p.add_argument("-v", "--verbose", action="store_true", help="show every message")
+            p.add_argument("-v", "--verbose", action="store_true",
+                           help="list the passing tests too")
+            p.add_argument("--only", action="append", metavar="NAME",
+                           help="check just this exercise (the function or class it asks for, "
+                           "e.g. --only Tensor); repeatable. Runs the notebook only as far as "
+                           "its tests, skipping other exercises' tests and demo cells")
         if name == "walkthrough":
             p.add_argument("--output", default=None, help="folder (default: <root>/walkthrough)")
         if name in ("grade", "demo", "check"):

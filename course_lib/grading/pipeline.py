@@ -185,6 +185,7 @@ def _task_hash(task: Task) -> str:
     h.update(task.nb_json.encode())
     h.update(json.dumps(task.seeds, sort_keys=True).encode())
     h.update(json.dumps(task.tests, sort_keys=True).encode())
+    h.update(json.dumps(sorted(task.only)).encode())
     h.update(json.dumps(asdict(task.limits), sort_keys=True).encode())
     h.update(str(task.sandbox).encode())
     for name in sorted(task.files):
@@ -287,7 +288,8 @@ def _progress(total, enabled):
 
 def grade(course: Course, assignment: str | None = None, *, students=None, workers: int = 0,
           scheduler: str | None = None, sandbox: bool | None = None, limits: Limits = Limits(),
-          force: bool = False, progress: bool = True) -> Report:
+          force: bool = False, progress: bool = True, only=()) -> Report:
+    """Grade submissions; `only` (test ids) runs just those tests and scores the others 0."""
     workers = workers or os.cpu_count() or 1
     sandbox = bwrap_available() if sandbox is None else sandbox
     report = Report()
@@ -319,11 +321,13 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
                 seeds = seeds_for(secret, student, a, tests,
                                   hashlib.sha256(nb_json.encode()).hexdigest())
                 tasks.append(Task(student, a, notebook, nb_json, files, seeds, limits, sandbox,
-                                  tests))
+                                  tests, tuple(only)))
     results = {}
     for result in run_tasks(tasks, cache, workers, scheduler, progress):
         student, a, notebook = result.key
-        verdicts = {gid: result.verdicts.get(gid) or Verdict(False, "this test did not run")
+        skipped = Verdict(False, "not selected (--only)")
+        verdicts = {gid: result.verdicts.get(gid) or (skipped if only and gid not in only else
+                                                      Verdict(False, "this test did not run"))
                     for gid in tests_of[(a, notebook)]}
         results[result.key] = (nbformat.reads(result.nb_json, as_version=4), verdicts)
         outcomes[(student, a)].reasons += [f"{notebook}: {r}" for r in result.reasons]
