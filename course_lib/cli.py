@@ -122,7 +122,7 @@ def cmd_demo(args):
 def cmd_check(args):
     from course_lib.grading import selfcheck
     return selfcheck.check(args.notebook, root=args.root, sandbox=args.sandbox,
-                           verbose=args.verbose)
+                           verbose=args.verbose, only=tuple(args.only or ()))
 
 
 @verb("walkthrough", "build the static HTML walkthrough of the solved notebooks")
@@ -172,7 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "check":
             p.add_argument("notebook", help="path to your notebook (any file name)")
-            p.add_argument("-v", "--verbose", action="store_true", help="show every message")
+            p.add_argument("-v", "--verbose", action="store_true",
+                           help="list the passing tests too")
+            p.add_argument("--only", action="append", metavar="NAME",
+                           help="check just this exercise (the function or class it asks for, "
+                           "e.g. --only Tensor); repeatable. Runs the notebook only as far as "
+                           "its tests, skipping other exercises' tests and demo cells")
         if name == "cluster-certs":
             p.add_argument("folder", help="where to write them (a new or empty folder)")
             p.add_argument("--host", action="append", help="a host name or IP address of the "

@@ -68,8 +68,8 @@ def unsolved(nb, solution_ids):
     """`nb` with every listed solution region replaced by nbgrader's stub (a blank release)."""
     for gid in solution_ids:
         src = cell_by_id(nb, gid).source
-        stub = re.sub(r"### BEGIN SOLUTION.*?### END SOLUTION",
-                      "# YOUR CODE HERE\n    raise NotImplementedError()", src, flags=re.S)
+        stub = re.sub(r"^([ \t]*)### BEGIN SOLUTION.*?### END SOLUTION",
+                      r"\1# YOUR CODE HERE\n\1raise NotImplementedError()", src, flags=re.S | re.M)
         nb = replace_cell(nb, gid, stub)
     return nb
 

@@ -50,7 +50,7 @@ def describe_exception(e: BaseException) -> dict:
     tb = e.__traceback__
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
-        if not _library_file(filename):
+        if not library_file(filename):
             where = (filename, tb.tb_lineno)
         tb = tb.tb_next
     info = {"type": type(e).__name__[:80], "message": (lines[0] if lines else "")[:MAX_REPORTED]}
@@ -60,7 +60,8 @@ def describe_exception(e: BaseException) -> dict:
     return info
 
 
-def _library_file(filename: str) -> bool:
+def library_file(filename: str) -> bool:
+    """Code of course_lib or of the Python installation (not the notebook's)."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # course_lib/
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, here}
     return any(filename.startswith(p) for p in prefixes if p)

@@ -22,12 +22,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import traceback
 import warnings
 
 import numpy as np
 
 from course_lib import guard
 from course_lib.channel import wire
+from course_lib.channel.kernel import describe_exception, library_file
 from course_lib.channel.proxy import ChannelError, Remote, StudentError, scrub
 from course_lib.channel.wire import Unsupported
 
@@ -36,7 +38,22 @@ FD_RTOL, FD_ATOL = 1e-4, 1e-6    # finite differences
 
 
 class GradeError(AssertionError):
-    """A wrong answer, with a message meant for the student."""
+    """A wrong answer, with a message meant for the student.
+
+    In a notebook (IPython calls `_render_traceback_`) it shows as that message alone, plus
+    the student's own frames when their code raised: no frame of course_lib or of the test.
+    """
+
+    def _render_traceback_(self):
+        lines = [f"{type(self).__name__}: {self}"]
+        cause = self.__cause__
+        if cause is not None and cause.__traceback__ is not None:
+            own = [frame for frame in traceback.extract_tb(cause.__traceback__)
+                   if not library_file(frame.filename)]
+            if own:
+                lines += ["", "Where your code raised it (most recent call last):"]
+                lines += [line.rstrip("\n") for line in traceback.format_list(own)]
+        return lines
 
 
 def default_seed(test_id: str) -> int:
@@ -63,8 +80,14 @@ class InKernel:
         not_own = [o for o in student_objects if getattr(o, "__module__", None) != "__main__"]
         if not_own:
             raise GradeError(f"{label}: your code raised {_not_own_message(label, not_own[0])}")
-        with guard.student_code(), quiet():
-            result = thunk()  # the student's own error propagates with their traceback
+        try:
+            with guard.student_code(), quiet():
+                result = thunk()
+        except GradeError:
+            raise
+        except Exception as e:  # noqa: BLE001 (the student's error: our message, their frames)
+            raise GradeError(f"{label}: your code raised "
+                             f"{StudentError(describe_exception(e)).describe()}") from e
         return wire.as_data(result)
 
     def apply(self, fn, *args, **kwargs):

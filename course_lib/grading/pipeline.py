@@ -210,6 +210,7 @@ def _task_hash(task: Task) -> str:
     h.update(task.nb_json.encode())
     h.update(json.dumps(task.seeds, sort_keys=True).encode())
     h.update(json.dumps(task.tests, sort_keys=True).encode())
+    h.update(json.dumps(sorted(task.only)).encode())
     h.update(json.dumps(asdict(task.limits), sort_keys=True).encode())
     h.update(str(task.sandbox).encode())
     for name in sorted(task.files):
@@ -379,6 +380,7 @@ class Job:
     tasks: list = field(default_factory=list)
     results: dict = field(default_factory=dict)   # notebook -> (executed nb, verdicts)
     tests: dict = field(default_factory=dict)     # notebook -> {grade_id: test text}
+    only: tuple = ()                              # test ids to run (`course check --only`)
 
     @property
     def ready(self) -> bool:
@@ -410,15 +412,18 @@ def mode_line(sandbox: bool | None) -> str:
 
 def grade(course: Course, assignment: str | None = None, *, students=None, workers: int = 0,
           scheduler: str | None = None, sandbox: bool | None = None, limits: Limits = Limits(),
-          force: bool = False, progress: bool = True) -> Report:
-    """prepare -> execute -> finalize; each submission is written as soon as it is done."""
+          force: bool = False, progress: bool = True, only=()) -> Report:
+    """prepare -> execute -> finalize; each submission is written as soon as it is done.
+
+    `only` (test ids) runs just those tests and scores the others 0 (`course check --only`).
+    """
     sandbox = require_sandbox(sandbox)
     workers = workers or os.cpu_count() or 1
     cache = ResultCache(course.path(CACHE, "results"))
     if force:
         shutil.rmtree(cache.root, ignore_errors=True)
     with _private_files(course):
-        jobs = prepare(course, assignment, students, limits, sandbox)
+        jobs = prepare(course, assignment, students, limits, sandbox, tuple(only))
         writer = Finalizer(course)
         by_key = {task.key: job for job in jobs for task in job.tasks}
         for job in jobs:
@@ -433,7 +438,8 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
     return Report([job.outcome for job in jobs])
 
 
-def prepare(course: Course, assignment, students, limits: Limits, sandbox: bool) -> list[Job]:
+def prepare(course: Course, assignment, students, limits: Limits, sandbox: bool,
+            only=()) -> list[Job]:
     """Stage, repair, sanitize and pack every submission; a broken one fails for itself only."""
     stage = course.path(CACHE, "staging")
     secret = course.secret()
@@ -441,7 +447,7 @@ def prepare(course: Course, assignment, students, limits: Limits, sandbox: bool)
     with course.gradebook() as gb:
         known = {a.name: a for a in gb.assignments}
         for student, a in submissions(course, assignment, students):
-            job = Job(student, a, Outcome(student, a))
+            job = Job(student, a, Outcome(student, a), only=only)
             jobs.append(job)
             if a not in known:
                 job.outcome.status = "skipped"
@@ -476,7 +482,8 @@ def _prepare_job(course, gb, job, known, stage, secret, limits, sandbox):
         nb = sanitize(course, nbformat.read(path, as_version=4), student, a, notebook)
         nb_json = nbformat.writes(nb)
         seeds = seeds_for(secret, student, a, tests, hashlib.sha256(nb_json.encode()).hexdigest())
-        job.tasks.append(Task(student, a, notebook, nb_json, files, seeds, limits, sandbox, tests))
+        job.tasks.append(Task(student, a, notebook, nb_json, files, seeds, limits, sandbox, tests,
+                              job.only))
 
 
 def execute_done(job: Job, result: Result) -> None:
@@ -486,7 +493,9 @@ def execute_done(job: Job, result: Result) -> None:
     job.outcome.seconds += max(result.seconds, 0.0)
     if result.seconds < 0:
         job.outcome.status = "failed"
-    verdicts = {gid: result.verdicts.get(gid) or Verdict(False, "this test did not run")
+    skipped = Verdict(False, "not selected (--only)")
+    verdicts = {gid: result.verdicts.get(gid) or (skipped if job.only and gid not in job.only
+                                                  else Verdict(False, "this test did not run"))
                 for gid in job.tests[notebook]}
     job.results[notebook] = (nbformat.reads(result.nb_json, as_version=4), verdicts)
 
