@@ -27,7 +27,7 @@ from traitlets.config import Config
 from course_lib.channel import wire
 from course_lib.grading import cells
 from course_lib.grading import preprocessors as pp
-from course_lib.grading.course import Course
+from course_lib.grading.course import Course, folders
 from course_lib.grading.runner import Result, Task, execute_task
 from course_lib.grading.sandbox import Limits, bwrap_available
 from course_lib.grading.verdicts import Verdict, seeds_for
@@ -73,10 +73,8 @@ class Report:
 
 def submissions(course: Course, assignment: str | None = None, students=None):
     root = course.path("submitted")
-    if not os.path.isdir(root):
-        return []
     found = []
-    for student in sorted(os.listdir(root)):
+    for student in folders(root):
         if students and student not in students:
             continue
         for a in ([assignment] if assignment else course.assignments()):
@@ -148,7 +146,7 @@ def stage_submission(course: Course, student: str, assignment: str, stage: str, 
         path = os.path.join(src, entry)
         if entry in NBGRADER_FILES:
             _copy_small_file(path, dest, reasons)
-        elif entry not in chosen.values():
+        elif entry not in chosen.values() and not entry.startswith("."):  # .DS_Store, checkpoints
             extra.append(entry)
     if extra:
         reasons.append(f"extra files ignored by the grader: {', '.join(extra[:10])}"
