@@ -20,6 +20,38 @@ def _course(args):
     return Course(args.root, db_url=args.db)
 
 
+def _students(course, args):
+    """The students a verb acts on (None: everyone), minus withdrawn ones; unknown ids are errors."""
+    known = course.students()
+    unknown = [s for s in args.student or () if s not in known]
+    if unknown:
+        raise SystemExit(f"unknown student {unknown[0]!r}: not in the gradebook and no folder "
+                         "submitted/" + unknown[0])
+    excluded = _excluded(course, args)
+    if not excluded:
+        return args.student
+    chosen = [s for s in (args.student or sorted(known)) if s not in excluded]
+    if not chosen:
+        raise SystemExit("no student left to act on (all are excluded or withdrawn)")
+    return chosen
+
+
+def _excluded(course, args) -> set:
+    unknown = [s for s in getattr(args, "exclude", None) or () if s not in course.students()]
+    if unknown:
+        raise SystemExit(f"unknown student {unknown[0]!r} in --exclude")
+    return course.withdrawn() | set(getattr(args, "exclude", None) or ())
+
+
+def _table(course, args, assignment=None):
+    from course_lib.grading import pipeline, report
+    excluded = _excluded(course, args)
+    scores = {k: v for k, v in pipeline.scores(course, assignment).items()
+              if k[0] not in excluded}
+    return report.score_table(scores, report.question_order(course),
+                              verbose=getattr(args, "verbose", False))
+
+
 def _assignments(course, assignment):
     if assignment is None:
         return course.assignments()
@@ -46,17 +78,18 @@ def cmd_grade(args):
     course = _course(args)
     if args.assignment:
         _assignments(course, args.assignment)
+    students = _students(course, args)
     limits = Limits(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                     memory_bytes=args.memory << 20)
     print(pipeline.mode_line(args.sandbox))
     try:
-        result = pipeline.grade(course, args.assignment, students=args.student,
+        result = pipeline.grade(course, args.assignment, students=students,
                                 workers=args.workers, scheduler=scheduler, sandbox=args.sandbox,
                                 limits=limits, force=args.force, progress=not args.quiet)
     except cluster.ClusterError as e:
         raise SystemExit(str(e))
     print(result.summary())
-    print(report.score_table(pipeline.scores(course, args.assignment)))
+    print(_table(course, args, args.assignment))
     return 1 if result.count("failed") else 0
 
 
@@ -100,7 +133,9 @@ def cmd_cluster_certs(args):
 def cmd_feedback(args):
     from course_lib.grading import feedback
     course = _course(args)
-    written = feedback.generate(course, args.assignment, students=args.student)
+    if args.assignment:
+        _assignments(course, args.assignment)
+    written = feedback.generate(course, args.assignment, students=_students(course, args))
     print(f"wrote {len(written)} feedback page(s) under feedback/")
 
 
@@ -108,7 +143,7 @@ def cmd_feedback(args):
 def cmd_export(args):
     from course_lib.grading import report
     course = _course(args)
-    path = report.export(course)
+    path = report.export(course, exclude=_excluded(course, args))
     print(f"wrote {os.path.relpath(path)}")
 
 
@@ -121,15 +156,27 @@ def cmd_demo(args):
 @verb("check", "grade your own notebook with the hidden tests (self-study; no gradebook)")
 def cmd_check(args):
     from course_lib.grading import selfcheck
-    return selfcheck.check(args.notebook, root=args.root, sandbox=args.sandbox,
+    from course_lib.grading.course import find_root, package_course
+    root = args.root or (find_root() if _in_a_course() else package_course()) or find_root()
+    return selfcheck.check(args.notebook, root=root, sandbox=args.sandbox,
                            verbose=args.verbose)
+
+
+def _in_a_course() -> bool:
+    from course_lib.grading.course import find_root
+    try:
+        find_root()
+    except SystemExit:
+        return False
+    return True
 
 
 @verb("walkthrough", "build the static HTML walkthrough of the solved notebooks")
 def cmd_walkthrough(args):
     from course_lib import walkthrough
     from course_lib.grading.course import find_root
-    out = walkthrough.build(args.root or find_root(), args.output)
+    from course_lib.grading.course import checked_root
+    out = walkthrough.build(checked_root(args.root) if args.root else find_root(), args.output)
     print(f"walkthrough written to {out}")
 
 
@@ -148,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("assignment", nargs="?", help="one assignment (default: all)")
         if name in ("grade", "feedback"):
             p.add_argument("--student", action="append", help="only this student (repeatable)")
+        if name in ("grade", "feedback", "export"):
+            p.add_argument("--exclude", action="append", metavar="STUDENT",
+                           help="leave this student out (repeatable); withdrawn students can "
+                           "also be listed in withdrawn.txt, one id per line")
+        if name == "grade":
+            p.add_argument("-v", "--verbose", action="store_true",
+                           help="the score of every question, not only totals")
         if name in ("grade", "demo"):
             p.add_argument("--workers", type=int, default=0,
                            help="parallel sandboxes (default: number of cores)")
@@ -189,8 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_dependencies() -> None:
+    """Dependencies' warnings (SQLAlchemy's notes on nbgrader's models, deprecations) are not
+    for a TA: they would read as problems with the class."""
+    import warnings
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from sqlalchemy.exc import SAWarning
+    except ImportError:
+        return
+    warnings.filterwarnings("ignore", category=SAWarning)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_dependencies()
     code = args.fn(args)
     return int(code or 0)
 

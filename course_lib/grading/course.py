@@ -16,6 +16,7 @@ from traitlets.config.loader import PyFileConfigLoader
 CONFIG_FILE = "nbgrader_config.py"
 SECRET_FILE = ".grading_secret"
 SECRET_ENV = "COURSE_GRADING_SECRET"
+WITHDRAWN_FILE = "withdrawn.txt"
 
 
 def is_course(folder: str) -> bool:
@@ -117,6 +118,22 @@ class Course:
     def notebooks(self, assignment: str) -> list[str]:
         folder = self.path("source", assignment)
         return sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".ipynb"))
+
+    def withdrawn(self) -> set[str]:
+        """Students left out of grading, feedback, tables and exports: one id per line of
+        withdrawn.txt at the course root (# starts a comment)."""
+        try:
+            with open(self.path(WITHDRAWN_FILE)) as f:
+                lines = [line.split("#")[0].strip() for line in f]
+        except FileNotFoundError:
+            return set()
+        return {line for line in lines if line}
+
+    def students(self) -> set[str]:
+        """Everyone the course knows: in the gradebook or with a folder in submitted/."""
+        with self.gradebook() as gb:
+            known = {s.id for s in gb.students}
+        return known | set(folders(self.path("submitted")))
 
     def secret(self) -> bytes:
         """The HMAC key for grading inputs: outside every sandbox, never in git."""

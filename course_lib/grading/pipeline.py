@@ -56,13 +56,18 @@ class Outcome:
 @dataclass
 class Report:
     outcomes: list = field(default_factory=list)
+    ran: int = 0          # notebooks executed in this run
+    cached: int = 0       # notebooks whose result came from .course_cache (unchanged)
+    warnings: list = field(default_factory=list)
 
     def count(self, status):
         return sum(o.status == status for o in self.outcomes)
 
     def summary(self) -> str:
         lines = [f"graded {self.count('graded')}, failed {self.count('failed')}, "
-                 f"skipped {self.count('skipped')}"]
+                 f"skipped {self.count('skipped')}; notebooks: {self.ran} ran, "
+                 f"{self.cached} from the cache (unchanged since the last run)"]
+        lines += [f"  warning: {w}" for w in self.warnings]
         for o in self.outcomes:
             for reason in o.reasons:
                 lines.append(f"  {o.student}/{o.assignment} [{o.status}]: {reason}")
@@ -264,22 +269,29 @@ def make_executor(workers: int, scheduler):
     return pool, lambda: pool.shutdown(cancel_futures=True)
 
 
-def run_tasks(tasks, cache: ResultCache, workers: int, scheduler: str | None, progress=True):
+def run_tasks(tasks, cache: ResultCache, workers: int, scheduler: str | None, progress=True,
+              counts: dict | None = None):
     """Execute what the cache does not hold; yield results as they come.
 
     A worker process that dies (killed, out of memory) breaks its pool and fails every task
     queued on it: those are run again, each in a fresh worker of its own, and a task that fails
     twice comes back failed (not cached, never scored as 0). Dask retries on its own.
+    `counts` (if given) gets "cached" and "ran" (how many results came from where) and
+    "ran_keys" (the keys of the tasks executed).
     """
+    counts = {"cached": 0, "ran": 0} if counts is None else counts
     todo = []
     for task in tasks:
         cached = cache.get(task)
         if cached is not None:
+            counts["cached"] = counts.get("cached", 0) + 1
             yield cached
         else:
             todo.append(task)
     if not todo:
         return
+    counts["ran"] = counts.get("ran", 0) + len(todo)
+    counts.setdefault("ran_keys", set()).update(task.key for task in todo)
     bar = _progress(len(todo), progress)
     try:
         retry = []
@@ -415,20 +427,46 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
     cache = ResultCache(course.path(CACHE, "results"))
     if force:
         shutil.rmtree(cache.root, ignore_errors=True)
+    counts = {"cached": 0, "ran": 0}
     with _private_files(course):
         jobs = prepare(course, assignment, students, limits, sandbox)
+        overrides = manual_overrides(course, jobs)
         writer = Finalizer(course)
         by_key = {task.key: job for job in jobs for task in job.tasks}
         for job in jobs:
             if not job.tasks:
                 writer.finalize(job)
-        for result in run_tasks([t for job in jobs for t in job.tasks], cache, workers,
-                                scheduler, progress):
+        tasks = [t for job in jobs for t in job.tasks]
+        for result in run_tasks(tasks, cache, workers, scheduler, progress, counts):
             job = by_key[result.key]
             execute_done(job, result)
             if job.ready:
                 writer.finalize(job)
-    return Report([job.outcome for job in jobs])
+    return Report([job.outcome for job in jobs], counts["ran"], counts["cached"],
+                  _override_warnings(overrides, counts.get("ran_keys", set())))
+
+
+def manual_overrides(course: Course, jobs) -> dict:
+    """{(student, assignment, notebook): [grade_id, ...]} with a TA's manual score in place."""
+    found = {}
+    with course.gradebook() as gb:
+        for job in jobs:
+            try:
+                sub = gb.find_submission(job.assignment, job.student)
+            except Exception:  # noqa: BLE001 (MissingEntry: never graded before)
+                continue
+            for nb in sub.notebooks:
+                manual = [g.name for g in nb.grades if g.manual_score is not None]
+                if manual:
+                    found[(job.student, job.assignment, nb.name)] = manual
+    return found
+
+
+def _override_warnings(overrides: dict, ran: set) -> list[str]:
+    """A manual score outlives a resubmission: nbgrader keeps it over the new autograde score."""
+    return [f"{s}/{a}/{nb}.ipynb was graded anew (resubmitted or forced) but a manual score "
+            f"stays in place on {', '.join(gids)}: review it in the formgrader"
+            for (s, a, nb), gids in sorted(overrides.items()) if (s, a, nb) in ran]
 
 
 def prepare(course: Course, assignment, students, limits: Limits, sandbox: bool) -> list[Job]:
@@ -557,18 +595,32 @@ def _last_error(result) -> str:
 
 # ---- scores -----------------------------------------------------------------------------------
 
+LATE = "late_penalty"
+
+
+def _was_graded(sub) -> bool:
+    return any(g.auto_score is not None or g.manual_score is not None
+               for nb in sub.notebooks for g in nb.grades)
+
+
 def scores(course: Course, assignment: str | None = None) -> dict:
-    """{(student, assignment): {grade_id: (score, max)}} from the gradebook."""
+    """{(student, assignment): {grade_id: (score, max)}} from the gradebook, late-adjusted:
+    a late penalty is the pseudo-question `late_penalty` worth (-penalty, 0)."""
     table = {}
     with course.gradebook() as gb:
         for a in gb.assignments:
             if assignment and a.name != assignment:
                 continue
             for sub in a.submissions:
+                if not _was_graded(sub):
+                    continue  # a record only (an extension granted before grading)
                 cells = {}
                 for nb in sub.notebooks:
                     for g in nb.grades:
                         cells[g.name] = (float(g.score), float(g.max_score))
+                penalty = float(sub.late_submission_penalty or 0)
+                if penalty > 0:  # nbgrader's AssignLatePenalties, as `nbgrader export` applies it
+                    cells[LATE] = (-min(penalty, sum(e for e, _ in cells.values())), 0.0)
                 table[(sub.student.id, a.name)] = cells
     return table
 

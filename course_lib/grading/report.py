@@ -3,39 +3,90 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import textwrap
 
 from course_lib.grading.course import Course
+from course_lib.grading.pipeline import LATE  # (-penalty, 0) in scores() when nbgrader gave one
 
 
-def score_table(scores: dict) -> str:
-    """One row per student and assignment, one column per question: 'earned/possible'."""
+
+def question_order(course: Course) -> dict:
+    """{assignment: [grade_id, ...]} in the order the source notebooks ask them."""
+    import nbformat
+    from course_lib.grading.cells import grade_ids_in_order
+    order = {}
+    for a in course.assignments():
+        order[a] = []
+        for notebook in course.notebooks(a):
+            nb = nbformat.read(course.path("source", a, f"{notebook}.ipynb"), as_version=4)
+            order[a] += grade_ids_in_order(nb)
+    return order
+
+
+def _total(cells) -> tuple[float, float]:
+    return sum(e for e, _ in cells.values()), sum(m for _, m in cells.values())
+
+
+def score_table(scores: dict, order: dict | None = None, verbose: bool = False,
+                width: int | None = None) -> str:
+    """Totals: one row per student, one column per assignment (late-adjusted, "L" marks a
+    late penalty, "-" no submission). `verbose`: per assignment, one row per question in
+    notebook order and one column per student, in blocks that fit `width` characters."""
     if not scores:
         return "(no grades yet)"
-    lines = []
-    for assignment in sorted({a for _, a in scores}):
-        rows = {s: cells for (s, a), cells in sorted(scores.items()) if a == assignment}
-        questions = sorted({q for cells in rows.values() for q in cells})
-        width = max(len(s) for s in rows) + 2
-        lines.append(f"\n{assignment}")
-        lines.append("student".ljust(width) + "total".rjust(9) + "  " +
-                     "  ".join(_short(q) for q in questions))
-        for student, cells in rows.items():
-            earned = sum(cells[q][0] for q in cells)
-            possible = sum(cells[q][1] for q in cells)
-            marks = "  ".join(_mark(cells.get(q)).center(len(_short(q))) for q in questions)
-            lines.append(student.ljust(width) + f"{earned:g}/{possible:g}".rjust(9) + "  " + marks)
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    order = order or {}
+    assignments = sorted({a for _, a in scores})
+    students = sorted({s for s, _ in scores})
+    lines = [] if not verbose else _details(scores, assignments, students, order, width)
+    labels = {a: a.split("_")[0] if a[:2].isdigit() else a[:10] for a in assignments}
+    name_w = max(7, *(len(s) for s in students)) + 2
+    lines.append("")
+    lines.append("student".ljust(name_w) + "".join(labels[a].rjust(11) for a in assignments))
+    for student in students:
+        row = student.ljust(name_w)
+        for a in assignments:
+            cells = scores.get((student, a))
+            row += _mark(cells).rjust(11)
+        lines.append(row)
+    legend = [f"{labels[a]} = {a}" for a in assignments if labels[a] != a]
+    lines.append(textwrap.fill("; ".join(legend + ["L: late penalty applied",
+                                                   "-: no submission"]), min(width, 80)))
     return "\n".join(lines)
 
 
-def _short(question: str) -> str:
-    return question.removeprefix("test_")
-
-
-def _mark(cell) -> str:
-    if cell is None:
+def _mark(cells) -> str:
+    if cells is None:
         return "-"
-    earned, possible = cell
-    return f"{earned:g}/{possible:g}"
+    earned, possible = _total(cells)
+    return f"{earned:g}/{possible:g}" + (" L" if cells.get(LATE, (0, 0))[0] < 0 else "")
+
+
+def _details(scores, assignments, students, order, width) -> list[str]:
+    lines = []
+    for a in assignments:
+        known = {q for (s, aa), cells in scores.items() if aa == a for q in cells}
+        questions = [q for q in order.get(a, []) if q in known]
+        questions += sorted(known - set(questions))
+        q_w = max(len(q) for q in questions) + 2
+        col_w = max(7, *(len(s) + 2 for s in students))
+        per_block = max(1, (width - q_w) // col_w)
+        for i in range(0, len(students), per_block):
+            block = students[i:i + per_block]
+            lines.append(f"\n{a}")
+            lines.append("question".ljust(q_w) + "".join(s.rjust(col_w) for s in block))
+            for q in questions:
+                lines.append(q.ljust(q_w) + "".join(
+                    _cell(scores.get((s, a)), q).rjust(col_w) for s in block))
+    return lines
+
+
+def _cell(cells, question) -> str:
+    if cells is None or question not in cells:
+        return "-"
+    earned, possible = cells[question]
+    return f"{earned:g}/{possible:g}" if possible else f"{earned:g}"
 
 
 def rows(scores: dict):
@@ -45,10 +96,10 @@ def rows(scores: dict):
                    "score": earned, "max_score": possible}
 
 
-def export(course: Course, path: str | None = None) -> str:
+def export(course: Course, path: str | None = None, exclude=()) -> str:
     """grades.csv (one row per student, assignment and question) and grades.png."""
     from course_lib.grading.pipeline import scores
-    table = scores(course)
+    table = {k: v for k, v in scores(course).items() if k[0] not in exclude}
     path = path or course.path("grades.csv")
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, ["student", "assignment", "question", "score", "max_score"])
