@@ -147,6 +147,30 @@ def cmd_export(args):
     print(f"wrote {os.path.relpath(path)}")
 
 
+@verb("due", "show or set an assignment's due date (in the gradebook, as nbgrader keeps it)")
+def cmd_due(args):
+    from course_lib.grading import late
+    course = _course(args)
+    (a,) = _assignments(course, args.assignment)
+    if args.clear or args.when:
+        late.set_due(course, a, None if args.clear else args.when)
+    when = late.due(course, a)
+    print(f"{a}: due {when:%Y-%m-%d %H:%M:%S} UTC" if when else f"{a}: no due date")
+    for student, extension in sorted(late.extensions(course, a).items()):
+        print(f"  {student}: extension of {extension}")
+
+
+@verb("extend", "give a student an extension on an assignment (0 days removes it)")
+def cmd_extend(args):
+    from course_lib.grading import late
+    course = _course(args)
+    (a,) = _assignments(course, args.assignment)
+    late.extend(course, args.student_id, a, days=args.days, hours=args.hours)
+    print(f"{args.student_id}/{a}: " + (f"extension of {args.days:g} day(s) {args.hours:g} "
+                                        "hour(s)" if args.days or args.hours else "no extension")
+          + "; it counts from the next `course grade`")
+
+
 @verb("demo", "the whole instructor loop on a made-up class, then a score table")
 def cmd_demo(args):
     from course_lib.grading import demo
@@ -224,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help="megabytes of memory for each sandbox, all its processes (4096)")
             p.add_argument("--force", action="store_true", help="re-execute even cached results")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "due":
+            p.add_argument("assignment", help="the assignment")
+            p.add_argument("when", nargs="?", help="due date, e.g. '2026-03-01 17:00:00 "
+                           "Europe/Paris' (no zone: UTC); without it: show the due date")
+            p.add_argument("--clear", action="store_true", help="remove the due date")
+        if name == "extend":
+            p.add_argument("student_id", metavar="student", help="the student")
+            p.add_argument("assignment", help="the assignment")
+            p.add_argument("--days", type=float, default=0.0, help="days of extension")
+            p.add_argument("--hours", type=float, default=0.0, help="hours of extension")
         if name == "check":
             p.add_argument("notebook", help="path to your notebook (any file name)")
             p.add_argument("-v", "--verbose", action="store_true", help="show every message")

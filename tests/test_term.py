@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.slow,
 COURSE = os.path.join(os.path.dirname(sys.executable), "course")
 ENV = {k: v for k, v in os.environ.items() if k not in ("COURSE_ROOT", "COURSE_DB_URL")}
 # verbs that need an argument by design; each is still run plain, and must say what it needs
-NEEDS_ARGUMENT = {"check": "notebook", "cluster-certs": "folder"}
+NEEDS_ARGUMENT = {"check": "notebook", "cluster-certs": "folder", "due": "assignment",
+                  "extend": "student"}
 STRAY = ("autograded/.gitkeep", "autograded/.DS_Store", "submitted/.DS_Store",
          "submitted/notes.txt", "submitted/alice/.DS_Store",
          "submitted/alice/01_chain_rule/.DS_Store", "feedback/.DS_Store")
