@@ -392,7 +392,7 @@ class Job:
 
     @property
     def ready(self) -> bool:
-        return len(self.results) == len(self.tasks)
+        return all(task.notebook in self.results for task in self.tasks)
 
 
 class SandboxMissing(SystemExit):
@@ -506,13 +506,26 @@ def _prepare_job(course, gb, job, known, stage, secret, limits, sandbox):
     files = course_files(course, a)
     for notebook in sorted(expected):
         path = os.path.join(stage, student, a, f"{notebook}.ipynb")
-        if not os.path.exists(path):
-            continue
         tests = job.tests[notebook] = test_cells(gb, notebook, a)
+        if not os.path.exists(path):
+            _stand_in(course, job, notebook, path, tests)
+            continue
         nb = sanitize(course, nbformat.read(path, as_version=4), student, a, notebook)
         nb_json = nbformat.writes(nb)
         seeds = seeds_for(secret, student, a, tests, hashlib.sha256(nb_json.encode()).hexdigest())
         job.tasks.append(Task(student, a, notebook, nb_json, files, seeds, limits, sandbox, tests))
+
+
+def _stand_in(course: Course, job: Job, notebook: str, path: str, tests: dict) -> None:
+    """No gradable notebook: the released one stands in, every test at 0 with the reason, so
+    the student gets a feedback page saying why, and the formgrader a graded submission."""
+    release = course.path("release", job.assignment, f"{notebook}.ipynb")
+    if not os.path.exists(release):
+        return  # the submission still scores 0 (_record_zero), without a page
+    shutil.copy(release, path)
+    why = "no notebook of yours could be graded for this exercise (see the note at the top)"
+    job.results[notebook] = (nbformat.read(release, as_version=4),
+                             {gid: Verdict(False, why) for gid in tests})
 
 
 def execute_done(job: Job, result: Result) -> None:
@@ -545,16 +558,17 @@ class Finalizer:
             job.results.clear()
             return
         student, a = job.student, job.assignment
-        if not job.tasks:
+        if not job.results:
             _record_zero(self.course, student, a)
             return
         pp.InjectResults.results = {(student, a, nb): r for nb, r in job.results.items()}
+        pp.InjectResults.notes = {(student, a, nb): outcome.reasons for nb in job.results}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy notes are not for users
                 result = self.api.autograde(a, student, force=True, create=True)
         finally:
-            pp.InjectResults.results = {}
+            pp.InjectResults.results, pp.InjectResults.notes = {}, {}
             job.results.clear()  # memory stays bounded by the class, not by what students print
         if not result["success"]:
             outcome.status = "failed"
