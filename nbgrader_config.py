@@ -48,3 +48,13 @@ c.PercentPerDay.percent_per_day = 10.0
 c.ZipCollectApp.collector_plugin = "course_lib.grading.lms.LmsFileNames"
 c.FileNameCollectorPlugin.named_regexp = (
     r"^(?P<student_id>.+?)_(?:LATE_|late_)?\d+_(?:\d+|assignsubmission_file)_(?P<file_id>.+)$")
+
+# nbgrader's tools kept safe on this course (course_lib/grading/nbgrader_safety.py): plain
+# `nbgrader autograde` never deletes results of a notebook it cannot find under its name, and
+# the formgrader's Autograde button (unsandboxed) is refused with a pointer to `course grade`.
+try:
+    from course_lib.grading import nbgrader_safety
+except ImportError:  # an environment without the course's package: nbgrader as it comes
+    pass
+else:
+    nbgrader_safety.install()
