@@ -78,3 +78,14 @@ def test_the_feedback_page_shows_the_penalty(graded):
     assert "Late submission penalty" in text and "-0.6" in text
     with open(os.path.join(root, "feedback", "extended", "tiny", "tiny.html")) as f:
         assert "Late submission penalty" not in f.read()
+
+
+def test_the_lms_table_has_one_row_per_student(graded):
+    root, _ = graded
+    with open(os.path.join(root, "grades_by_student.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["Student"] for r in rows] == ["extended", "late", "ontime"]
+    assert {r["Student"]: float(r["tiny"]) for r in rows} == pytest.approx(
+        {"extended": 3, "late": 2.4, "ontime": 3})
+    assert all(r["Total"] == r["tiny"] and r["Missing"] == "" for r in rows)
+    assert os.path.getsize(os.path.join(root, "grades.png")) > 1000

@@ -97,7 +97,8 @@ def rows(scores: dict):
 
 
 def export(course: Course, path: str | None = None, exclude=()) -> str:
-    """grades.csv (one row per student, assignment and question) and grades.png."""
+    """grades.csv (one row per student, assignment and question; a late penalty is the row
+    `late_penalty`), grades_by_student.csv (for an LMS) and grades.png."""
     from course_lib.grading.pipeline import scores
     table = {k: v for k, v in scores(course).items() if k[0] not in exclude}
     path = path or course.path("grades.csv")
@@ -105,25 +106,53 @@ def export(course: Course, path: str | None = None, exclude=()) -> str:
         writer = csv.DictWriter(f, ["student", "assignment", "question", "score", "max_score"])
         writer.writeheader()
         writer.writerows(rows(table))
+    students = sorted(course.students() - set(exclude) - course.withdrawn())
+    by_student(table, course.assignments(), students,
+               os.path.join(os.path.dirname(path), "grades_by_student.csv"))
     plot_totals(table, os.path.splitext(path)[0] + ".png")
     return path
 
 
+def by_student(table: dict, assignments, students, path: str) -> None:
+    """One row per student, one column per assignment (late-adjusted total, 0 when nothing
+    was handed in), then Total and Missing (the assignments counted as 0): the shape Canvas's
+    and Moodle's gradebook imports take (README: *Exports for an LMS*)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Student", *assignments, "Total", "Missing"])
+        for student in students:
+            totals, missing = [], []
+            for a in assignments:
+                cells = table.get((student, a))
+                if cells is None:
+                    missing.append(a)
+                totals.append(max(0.0, _total(cells)[0]) if cells else 0.0)
+            writer.writerow([student, *(f"{t:g}" for t in totals), f"{sum(totals):g}",
+                             " ".join(missing)])
+
+
 def plot_totals(table: dict, path: str) -> None:
+    """One histogram per assignment: how many students scored in each tenth of the points."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    assignments = sorted({a for _, a in table})
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for i, a in enumerate(assignments):
-        totals = [100 * sum(s for s, _ in c.values()) / max(1e-9, sum(m for _, m in c.values()))
+    assignments = sorted({a for _, a in table}) or ["(no grades yet)"]
+    fig, axes = plt.subplots(len(assignments), 1, figsize=(7, 1.9 * len(assignments) + 0.6),
+                             squeeze=False, sharex=True)
+    edges = np.linspace(0, 100, 11)
+    for ax, a in zip(axes[:, 0], assignments):
+        totals = [100 * max(0.0, _total(c)[0]) / max(1e-9, _total(c)[1])
                   for (_, aa), c in table.items() if aa == a]
-        ax.scatter([i] * len(totals), totals, alpha=0.7)
-    ax.set_xticks(range(len(assignments)), assignments, rotation=15)
-    ax.set_ylabel("score (%)")
-    ax.set_ylim(-5, 105)
-    ax.set_title("Scores per assignment")
+        counts, _ = np.histogram(totals, bins=edges)
+        bars = ax.bar(edges[:-1] + 5, counts, width=9, color="#4C72B0")
+        ax.bar_label(bars, [str(n) if n else "" for n in counts], padding=2)
+        ax.set_title(f"{a}: {len(totals)} submission(s)", fontsize=10, loc="left")
+        ax.set_ylabel("students")
+        ax.set_ylim(0, max(1, counts.max()) * 1.3)
+    axes[-1, 0].set_xlabel("score (% of the assignment's points, late-adjusted)")
+    axes[-1, 0].set_xticks(edges)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
