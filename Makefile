@@ -43,7 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/reaping.py
 
 clean-student-data:
-	rm -rf submitted feedback autograded/*/ gradebook.db grades.csv grades.png .course_cache
+	rm -rf submitted downloaded feedback autograded/*/ gradebook.db grades.csv grades.png grades_by_student.csv .course_cache
 
 $(CHP):
 	mkdir -p $(HUB_DIR)

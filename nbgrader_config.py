@@ -37,7 +37,24 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
+# Late work: `course due` and `course extend` store due dates and extensions in the gradebook;
+# at grading nbgrader's AssignLatePenalties asks this plugin for each late notebook's penalty.
+# The course's default: 10 % of the score per started day late (0 turns it off; nbgrader's own
+# LateSubmissionPlugin with penalty_method "zero" gives 0 for any late work).
+c.AssignLatePenalties.plugin_class = "course_lib.grading.late.PercentPerDay"
+c.PercentPerDay.percent_per_day = 10.0
+
 # `nbgrader zip_collect`: submissions downloaded from Canvas or Moodle (course_lib/grading/lms.py).
 c.ZipCollectApp.collector_plugin = "course_lib.grading.lms.LmsFileNames"
 c.FileNameCollectorPlugin.named_regexp = (
     r"^(?P<student_id>.+?)_(?:LATE_|late_)?\d+_(?:\d+|assignsubmission_file)_(?P<file_id>.+)$")
+
+# nbgrader's tools kept safe on this course (course_lib/grading/nbgrader_safety.py): plain
+# `nbgrader autograde` never deletes results of a notebook it cannot find under its name, and
+# the formgrader's Autograde button (unsandboxed) is refused with a pointer to `course grade`.
+try:
+    from course_lib.grading import nbgrader_safety
+except ImportError:  # an environment without the course's package: nbgrader as it comes
+    pass
+else:
+    nbgrader_safety.install()

@@ -20,6 +20,38 @@ def _course(args):
     return Course(args.root, db_url=args.db)
 
 
+def _students(course, args):
+    """The students a verb acts on (None: everyone), minus withdrawn ones; unknown ids are errors."""
+    known = course.students()
+    unknown = [s for s in args.student or () if s not in known]
+    if unknown:
+        raise SystemExit(f"unknown student {unknown[0]!r}: not in the gradebook and no folder "
+                         "submitted/" + unknown[0])
+    excluded = _excluded(course, args)
+    if not excluded:
+        return args.student
+    chosen = [s for s in (args.student or sorted(known)) if s not in excluded]
+    if not chosen:
+        raise SystemExit("no student left to act on (all are excluded or withdrawn)")
+    return chosen
+
+
+def _excluded(course, args) -> set:
+    unknown = [s for s in getattr(args, "exclude", None) or () if s not in course.students()]
+    if unknown:
+        raise SystemExit(f"unknown student {unknown[0]!r} in --exclude")
+    return course.withdrawn() | set(getattr(args, "exclude", None) or ())
+
+
+def _table(course, args, assignment=None):
+    from course_lib.grading import pipeline, report
+    excluded = _excluded(course, args)
+    scores = {k: v for k, v in pipeline.scores(course, assignment).items()
+              if k[0] not in excluded}
+    return report.score_table(scores, report.question_order(course),
+                              verbose=getattr(args, "verbose", False))
+
+
 def _assignments(course, assignment):
     if assignment is None:
         return course.assignments()
@@ -46,17 +78,18 @@ def cmd_grade(args):
     course = _course(args)
     if args.assignment:
         _assignments(course, args.assignment)
+    students = _students(course, args)
     limits = Limits(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                     memory_bytes=args.memory << 20)
     print(pipeline.mode_line(args.sandbox))
     try:
-        result = pipeline.grade(course, args.assignment, students=args.student,
+        result = pipeline.grade(course, args.assignment, students=students,
                                 workers=args.workers, scheduler=scheduler, sandbox=args.sandbox,
                                 limits=limits, force=args.force, progress=not args.quiet)
     except cluster.ClusterError as e:
         raise SystemExit(str(e))
     print(result.summary())
-    print(report.score_table(pipeline.scores(course, args.assignment)))
+    print(_table(course, args, args.assignment))
     return 1 if result.count("failed") else 0
 
 
@@ -100,7 +133,9 @@ def cmd_cluster_certs(args):
 def cmd_feedback(args):
     from course_lib.grading import feedback
     course = _course(args)
-    written = feedback.generate(course, args.assignment, students=args.student)
+    if args.assignment:
+        _assignments(course, args.assignment)
+    written = feedback.generate(course, args.assignment, students=_students(course, args))
     print(f"wrote {len(written)} feedback page(s) under feedback/")
 
 
@@ -108,8 +143,32 @@ def cmd_feedback(args):
 def cmd_export(args):
     from course_lib.grading import report
     course = _course(args)
-    path = report.export(course)
+    path = report.export(course, exclude=_excluded(course, args))
     print(f"wrote {os.path.relpath(path)}")
+
+
+@verb("due", "show or set an assignment's due date (in the gradebook, as nbgrader keeps it)")
+def cmd_due(args):
+    from course_lib.grading import late
+    course = _course(args)
+    (a,) = _assignments(course, args.assignment)
+    if args.clear or args.when:
+        late.set_due(course, a, None if args.clear else args.when)
+    when = late.due(course, a)
+    print(f"{a}: due {when:%Y-%m-%d %H:%M:%S} UTC" if when else f"{a}: no due date")
+    for student, extension in sorted(late.extensions(course, a).items()):
+        print(f"  {student}: extension of {extension}")
+
+
+@verb("extend", "give a student an extension on an assignment (0 days removes it)")
+def cmd_extend(args):
+    from course_lib.grading import late
+    course = _course(args)
+    (a,) = _assignments(course, args.assignment)
+    late.extend(course, args.student_id, a, days=args.days, hours=args.hours)
+    print(f"{args.student_id}/{a}: " + (f"extension of {args.days:g} day(s) {args.hours:g} "
+                                        "hour(s)" if args.days or args.hours else "no extension")
+          + "; it counts from the next `course grade`")
 
 
 @verb("demo", "the whole instructor loop on a made-up class, then a score table")
@@ -121,15 +180,27 @@ def cmd_demo(args):
 @verb("check", "grade your own notebook with the hidden tests (self-study; no gradebook)")
 def cmd_check(args):
     from course_lib.grading import selfcheck
-    return selfcheck.check(args.notebook, root=args.root, sandbox=args.sandbox,
+    from course_lib.grading.course import find_root, package_course
+    root = args.root or (find_root() if _in_a_course() else package_course()) or find_root()
+    return selfcheck.check(args.notebook, root=root, sandbox=args.sandbox,
                            verbose=args.verbose, only=tuple(args.only or ()))
+
+
+def _in_a_course() -> bool:
+    from course_lib.grading.course import find_root
+    try:
+        find_root()
+    except SystemExit:
+        return False
+    return True
 
 
 @verb("walkthrough", "build the static HTML walkthrough of the solved notebooks")
 def cmd_walkthrough(args):
     from course_lib import walkthrough
     from course_lib.grading.course import find_root
-    out = walkthrough.build(args.root or find_root(), args.output)
+    from course_lib.grading.course import checked_root
+    out = walkthrough.build(checked_root(args.root) if args.root else find_root(), args.output)
     print(f"walkthrough written to {out}")
 
 
@@ -148,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("assignment", nargs="?", help="one assignment (default: all)")
         if name in ("grade", "feedback"):
             p.add_argument("--student", action="append", help="only this student (repeatable)")
+        if name in ("grade", "feedback", "export"):
+            p.add_argument("--exclude", action="append", metavar="STUDENT",
+                           help="leave this student out (repeatable); withdrawn students can "
+                           "also be listed in withdrawn.txt, one id per line")
+        if name == "grade":
+            p.add_argument("-v", "--verbose", action="store_true",
+                           help="the score of every question, not only totals")
         if name in ("grade", "demo"):
             p.add_argument("--workers", type=int, default=0,
                            help="parallel sandboxes (default: number of cores)")
@@ -170,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help="megabytes of memory for each sandbox, all its processes (4096)")
             p.add_argument("--force", action="store_true", help="re-execute even cached results")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "due":
+            p.add_argument("assignment", help="the assignment")
+            p.add_argument("when", nargs="?", help="due date, e.g. '2026-03-01 17:00:00 "
+                           "Europe/Paris' (no zone: UTC); without it: show the due date")
+            p.add_argument("--clear", action="store_true", help="remove the due date")
+        if name == "extend":
+            p.add_argument("student_id", metavar="student", help="the student")
+            p.add_argument("assignment", help="the assignment")
+            p.add_argument("--days", type=float, default=0.0, help="days of extension")
+            p.add_argument("--hours", type=float, default=0.0, help="hours of extension")
         if name == "check":
             p.add_argument("notebook", help="path to your notebook (any file name)")
             p.add_argument("-v", "--verbose", action="store_true",
@@ -194,8 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_dependencies() -> None:
+    """Dependencies' warnings (SQLAlchemy's notes on nbgrader's models, deprecations) are not
+    for a TA: they would read as problems with the class."""
+    import warnings
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from sqlalchemy.exc import SAWarning
+    except ImportError:
+        return
+    warnings.filterwarnings("ignore", category=SAWarning)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_dependencies()
     code = args.fn(args)
     return int(code or 0)
 

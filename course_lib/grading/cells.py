@@ -83,3 +83,9 @@ def _identity_problem(nbgrader, cell_type, expected_types) -> str | None:
     if expected_types and gid in expected_types and expected_types[gid] != cell_type:
         return f"({gid}) claimed to be the course's {expected_types[gid]} cell {gid}"
     return None
+
+
+def grade_ids_in_order(nb) -> list[str]:
+    """Graded cells' ids in notebook order (the order a score table follows)."""
+    return [grade_id(c) for c in nb.cells
+            if grade_id(c) and c.metadata.get("nbgrader", {}).get("grade") is True]

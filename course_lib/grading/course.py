@@ -16,25 +16,54 @@ from traitlets.config.loader import PyFileConfigLoader
 CONFIG_FILE = "nbgrader_config.py"
 SECRET_FILE = ".grading_secret"
 SECRET_ENV = "COURSE_GRADING_SECRET"
+WITHDRAWN_FILE = "withdrawn.txt"
+
+
+def is_course(folder: str) -> bool:
+    return (os.path.exists(os.path.join(folder, CONFIG_FILE))
+            and os.path.isdir(os.path.join(folder, "source")))
 
 
 def find_root(start: str | None = None) -> str:
-    """The folder holding nbgrader_config.py: COURSE_ROOT, then upwards from cwd, then ours."""
+    """The course folder: COURSE_ROOT, else the nearest folder holding nbgrader_config.py and
+    source/ from the current folder upwards. Never a fallback elsewhere: a TA's `course grade`
+    in their home must not act on the checkout the package was installed from."""
     if os.environ.get("COURSE_ROOT"):
-        return os.path.abspath(os.environ["COURSE_ROOT"])
+        return checked_root(os.environ["COURSE_ROOT"])
     here = os.path.abspath(start or os.getcwd())
     while True:
-        if os.path.exists(os.path.join(here, CONFIG_FILE)) and os.path.isdir(os.path.join(here, "source")):
+        if is_course(here):
             return here
         parent = os.path.dirname(here)
         if parent == here:
             break
         here = parent
+    raise SystemExit(f"no course found in {os.path.abspath(start or os.getcwd())} or above: run "
+                     f"`course` inside a course folder (with {CONFIG_FILE} and source/), or "
+                     "point at one with `course --root FOLDER` (or COURSE_ROOT)")
+
+
+def checked_root(folder: str) -> str:
+    folder = os.path.abspath(folder)
+    if not is_course(folder):
+        raise SystemExit(f"{folder} is not a course folder (it needs {CONFIG_FILE} and source/)")
+    return folder
+
+
+def package_course() -> str | None:
+    """The course this package was installed from (a checkout), for `course check` only: a
+    self-study learner checks a notebook from anywhere against the course they installed."""
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if os.path.exists(os.path.join(repo, CONFIG_FILE)):
-        return repo
-    raise SystemExit("no course found: run inside a course folder (with nbgrader_config.py "
-                     "and source/) or set COURSE_ROOT")
+    return repo if is_course(repo) else None
+
+
+def folders(path: str) -> list[str]:
+    """Sub-folders of `path`, sorted; stray files (.gitkeep, .DS_Store, notes) and hidden
+    folders are not students or assignments."""
+    if not os.path.isdir(path):
+        return []
+    return sorted(d for d in os.listdir(path)
+                  if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
 
 
 def ensure_env_on_path() -> None:
@@ -47,7 +76,7 @@ def ensure_env_on_path() -> None:
 class Course:
     def __init__(self, root: str | None = None, db_url: str | None = None):
         ensure_env_on_path()
-        self.root = os.path.abspath(root or find_root())
+        self.root = checked_root(root) if root else find_root()
         self.config = self._load_config()
         if db_url:
             self.config.CourseDirectory.db_url = db_url
@@ -84,13 +113,27 @@ class Course:
         return Gradebook(self.db_url, self.course_id)
 
     def assignments(self) -> list[str]:
-        source = self.path("source")
-        return sorted(d for d in os.listdir(source)
-                      if os.path.isdir(os.path.join(source, d)) and not d.startswith("."))
+        return folders(self.path("source"))
 
     def notebooks(self, assignment: str) -> list[str]:
         folder = self.path("source", assignment)
         return sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".ipynb"))
+
+    def withdrawn(self) -> set[str]:
+        """Students left out of grading, feedback, tables and exports: one id per line of
+        withdrawn.txt at the course root (# starts a comment)."""
+        try:
+            with open(self.path(WITHDRAWN_FILE)) as f:
+                lines = [line.split("#")[0].strip() for line in f]
+        except FileNotFoundError:
+            return set()
+        return {line for line in lines if line}
+
+    def students(self) -> set[str]:
+        """Everyone the course knows: in the gradebook or with a folder in submitted/."""
+        with self.gradebook() as gb:
+            known = {s.id for s in gb.students}
+        return known | set(folders(self.path("submitted")))
 
     def secret(self) -> bytes:
         """The HMAC key for grading inputs: outside every sandbox, never in git."""

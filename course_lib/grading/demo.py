@@ -87,6 +87,6 @@ def run(root=None, workers=0, sandbox=None) -> int:
     print("5/5 export")
     path = report.export(course)
     print(f"    {os.path.relpath(path)} and grades.png")
-    print(report.score_table(pipeline.scores(course)))
+    print(report.score_table(pipeline.scores(course), report.question_order(course)))
     print(f"\ndemo finished in {time.monotonic() - start:.0f} s")
     return 1 if result.count("failed") else 0

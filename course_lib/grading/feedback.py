@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 
-from course_lib.grading.course import Course
+from course_lib.grading.course import Course, folders
+
 
 def generate(course: Course, assignment: str | None = None, students=None) -> list[str]:
     """Pages through nbgrader's GenerateFeedback, with the preprocessors nbgrader_config.py
@@ -15,11 +16,11 @@ def generate(course: Course, assignment: str | None = None, students=None) -> li
     api = course.api()
     autograded = course.path("autograded")
     written = []
-    for student in sorted(os.listdir(autograded)) if os.path.isdir(autograded) else []:
+    for student in folders(autograded):
         if students and student not in students:
             continue
-        for a in sorted(os.listdir(os.path.join(autograded, student))):
-            if (assignment and a != assignment) or not os.path.isdir(os.path.join(autograded, student, a)):
+        for a in folders(os.path.join(autograded, student)):
+            if assignment and a != assignment:
                 continue
             result = api.generate_feedback(a, student, force=True)
             if not result["success"]:

@@ -27,7 +27,7 @@ from traitlets.config import Config
 from course_lib.channel import wire
 from course_lib.grading import cells
 from course_lib.grading import preprocessors as pp
-from course_lib.grading.course import Course
+from course_lib.grading.course import Course, folders
 from course_lib.grading.runner import Result, Task, execute_task
 from course_lib.grading.sandbox import Limits, bwrap_available
 from course_lib.grading.verdicts import Verdict, seeds_for
@@ -56,13 +56,18 @@ class Outcome:
 @dataclass
 class Report:
     outcomes: list = field(default_factory=list)
+    ran: int = 0          # notebooks executed in this run
+    cached: int = 0       # notebooks whose result came from .course_cache (unchanged)
+    warnings: list = field(default_factory=list)
 
     def count(self, status):
         return sum(o.status == status for o in self.outcomes)
 
     def summary(self) -> str:
         lines = [f"graded {self.count('graded')}, failed {self.count('failed')}, "
-                 f"skipped {self.count('skipped')}"]
+                 f"skipped {self.count('skipped')}; notebooks: {self.ran} ran, "
+                 f"{self.cached} from the cache (unchanged since the last run)"]
+        lines += [f"  warning: {w}" for w in self.warnings]
         for o in self.outcomes:
             for reason in o.reasons:
                 lines.append(f"  {o.student}/{o.assignment} [{o.status}]: {reason}")
@@ -73,10 +78,8 @@ class Report:
 
 def submissions(course: Course, assignment: str | None = None, students=None):
     root = course.path("submitted")
-    if not os.path.isdir(root):
-        return []
     found = []
-    for student in sorted(os.listdir(root)):
+    for student in folders(root):
         if students and student not in students:
             continue
         for a in ([assignment] if assignment else course.assignments()):
@@ -148,7 +151,7 @@ def stage_submission(course: Course, student: str, assignment: str, stage: str, 
         path = os.path.join(src, entry)
         if entry in NBGRADER_FILES:
             _copy_small_file(path, dest, reasons)
-        elif entry not in chosen.values():
+        elif entry not in chosen.values() and not entry.startswith("."):  # .DS_Store, checkpoints
             extra.append(entry)
     if extra:
         reasons.append(f"extra files ignored by the grader: {', '.join(extra[:10])}"
@@ -267,22 +270,29 @@ def make_executor(workers: int, scheduler):
     return pool, lambda: pool.shutdown(cancel_futures=True)
 
 
-def run_tasks(tasks, cache: ResultCache, workers: int, scheduler: str | None, progress=True):
+def run_tasks(tasks, cache: ResultCache, workers: int, scheduler: str | None, progress=True,
+              counts: dict | None = None):
     """Execute what the cache does not hold; yield results as they come.
 
     A worker process that dies (killed, out of memory) breaks its pool and fails every task
     queued on it: those are run again, each in a fresh worker of its own, and a task that fails
     twice comes back failed (not cached, never scored as 0). Dask retries on its own.
+    `counts` (if given) gets "cached" and "ran" (how many results came from where) and
+    "ran_keys" (the keys of the tasks executed).
     """
+    counts = {"cached": 0, "ran": 0} if counts is None else counts
     todo = []
     for task in tasks:
         cached = cache.get(task)
         if cached is not None:
+            counts["cached"] = counts.get("cached", 0) + 1
             yield cached
         else:
             todo.append(task)
     if not todo:
         return
+    counts["ran"] = counts.get("ran", 0) + len(todo)
+    counts.setdefault("ran_keys", set()).update(task.key for task in todo)
     bar = _progress(len(todo), progress)
     try:
         retry = []
@@ -384,7 +394,7 @@ class Job:
 
     @property
     def ready(self) -> bool:
-        return len(self.results) == len(self.tasks)
+        return all(task.notebook in self.results for task in self.tasks)
 
 
 class SandboxMissing(SystemExit):
@@ -422,20 +432,46 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
     cache = ResultCache(course.path(CACHE, "results"))
     if force:
         shutil.rmtree(cache.root, ignore_errors=True)
+    counts = {"cached": 0, "ran": 0}
     with _private_files(course):
         jobs = prepare(course, assignment, students, limits, sandbox, tuple(only))
+        overrides = manual_overrides(course, jobs)
         writer = Finalizer(course)
         by_key = {task.key: job for job in jobs for task in job.tasks}
         for job in jobs:
             if not job.tasks:
                 writer.finalize(job)
-        for result in run_tasks([t for job in jobs for t in job.tasks], cache, workers,
-                                scheduler, progress):
+        tasks = [t for job in jobs for t in job.tasks]
+        for result in run_tasks(tasks, cache, workers, scheduler, progress, counts):
             job = by_key[result.key]
             execute_done(job, result)
             if job.ready:
                 writer.finalize(job)
-    return Report([job.outcome for job in jobs])
+    return Report([job.outcome for job in jobs], counts["ran"], counts["cached"],
+                  _override_warnings(overrides, counts.get("ran_keys", set())))
+
+
+def manual_overrides(course: Course, jobs) -> dict:
+    """{(student, assignment, notebook): [grade_id, ...]} with a TA's manual score in place."""
+    found = {}
+    with course.gradebook() as gb:
+        for job in jobs:
+            try:
+                sub = gb.find_submission(job.assignment, job.student)
+            except Exception:  # noqa: BLE001 (MissingEntry: never graded before)
+                continue
+            for nb in sub.notebooks:
+                manual = [g.name for g in nb.grades if g.manual_score is not None]
+                if manual:
+                    found[(job.student, job.assignment, nb.name)] = manual
+    return found
+
+
+def _override_warnings(overrides: dict, ran: set) -> list[str]:
+    """A manual score outlives a resubmission: nbgrader keeps it over the new autograde score."""
+    return [f"{s}/{a}/{nb}.ipynb was graded anew (resubmitted or forced) but a manual score "
+            f"stays in place on {', '.join(gids)}: review it in the formgrader"
+            for (s, a, nb), gids in sorted(overrides.items()) if (s, a, nb) in ran]
 
 
 def prepare(course: Course, assignment, students, limits: Limits, sandbox: bool,
@@ -476,14 +512,27 @@ def _prepare_job(course, gb, job, known, stage, secret, limits, sandbox):
     files = course_files(course, a)
     for notebook in sorted(expected):
         path = os.path.join(stage, student, a, f"{notebook}.ipynb")
-        if not os.path.exists(path):
-            continue
         tests = job.tests[notebook] = test_cells(gb, notebook, a)
+        if not os.path.exists(path):
+            _stand_in(course, job, notebook, path, tests)
+            continue
         nb = sanitize(course, nbformat.read(path, as_version=4), student, a, notebook)
         nb_json = nbformat.writes(nb)
         seeds = seeds_for(secret, student, a, tests, hashlib.sha256(nb_json.encode()).hexdigest())
         job.tasks.append(Task(student, a, notebook, nb_json, files, seeds, limits, sandbox, tests,
                               job.only))
+
+
+def _stand_in(course: Course, job: Job, notebook: str, path: str, tests: dict) -> None:
+    """No gradable notebook: the released one stands in, every test at 0 with the reason, so
+    the student gets a feedback page saying why, and the formgrader a graded submission."""
+    release = course.path("release", job.assignment, f"{notebook}.ipynb")
+    if not os.path.exists(release):
+        return  # the submission still scores 0 (_record_zero), without a page
+    shutil.copy(release, path)
+    why = "no notebook of yours could be graded for this exercise (see the note at the top)"
+    job.results[notebook] = (nbformat.read(release, as_version=4),
+                             {gid: Verdict(False, why) for gid in tests})
 
 
 def execute_done(job: Job, result: Result) -> None:
@@ -518,16 +567,17 @@ class Finalizer:
             job.results.clear()
             return
         student, a = job.student, job.assignment
-        if not job.tasks:
+        if not job.results:
             _record_zero(self.course, student, a)
             return
         pp.InjectResults.results = {(student, a, nb): r for nb, r in job.results.items()}
+        pp.InjectResults.notes = {(student, a, nb): outcome.reasons for nb in job.results}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy notes are not for users
                 result = self.api.autograde(a, student, force=True, create=True)
         finally:
-            pp.InjectResults.results = {}
+            pp.InjectResults.results, pp.InjectResults.notes = {}, {}
             job.results.clear()  # memory stays bounded by the class, not by what students print
         if not result["success"]:
             outcome.status = "failed"
@@ -568,18 +618,32 @@ def _last_error(result) -> str:
 
 # ---- scores -----------------------------------------------------------------------------------
 
+LATE = "late_penalty"
+
+
+def _was_graded(sub) -> bool:
+    return any(g.auto_score is not None or g.manual_score is not None
+               for nb in sub.notebooks for g in nb.grades)
+
+
 def scores(course: Course, assignment: str | None = None) -> dict:
-    """{(student, assignment): {grade_id: (score, max)}} from the gradebook."""
+    """{(student, assignment): {grade_id: (score, max)}} from the gradebook, late-adjusted:
+    a late penalty is the pseudo-question `late_penalty` worth (-penalty, 0)."""
     table = {}
     with course.gradebook() as gb:
         for a in gb.assignments:
             if assignment and a.name != assignment:
                 continue
             for sub in a.submissions:
+                if not _was_graded(sub):
+                    continue  # a record only (an extension granted before grading)
                 cells = {}
                 for nb in sub.notebooks:
                     for g in nb.grades:
                         cells[g.name] = (float(g.score), float(g.max_score))
+                penalty = float(sub.late_submission_penalty or 0)
+                if penalty > 0:  # nbgrader's AssignLatePenalties, as `nbgrader export` applies it
+                    cells[LATE] = (-min(penalty, sum(e for e, _ in cells.values())), 0.0)
                 table[(sub.student.id, a.name)] = cells
     return table
 

@@ -86,10 +86,12 @@ class InjectResults(NbGraderPreprocessor):
     """
 
     results: dict = {}
+    notes: dict = {}    # same keys: the grader's reasons, shown to the student at the top
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
-        executed, verdicts = self.results[(info["student"], info["assignment"], info["notebook"])]
+        key = (info["student"], info["assignment"], info["notebook"])
+        executed, verdicts = self.results[key]
         by_id = {_grade_id(cell): cell for cell in executed.cells if _grade_id(cell)}
         for cell in nb.cells:
             grade_id = _grade_id(cell)
@@ -105,6 +107,8 @@ class InjectResults(NbGraderPreprocessor):
                     [nbformat.v4.new_output("stream", name="stdout", text=verdict.stdout)] \
                     if verdict.stdout else []
         self._copy_unlabelled(nb, executed)
+        if self.notes.get(key):
+            nb.cells.insert(0, grader_note(self.notes[key]))
         return nb, resources
 
     @staticmethod
@@ -115,6 +119,22 @@ class InjectResults(NbGraderPreprocessor):
         for cell, done in zip(plain, ran):
             cell.outputs = safe_outputs(done.outputs)
             cell.execution_count = done.execution_count
+
+
+NOTE_TITLE = "Notes from the grader"
+
+
+def grader_note(reasons):
+    """A markdown cell for the top of the autograded notebook (so of the feedback page): why a
+    file was not graded, graded under another name, or stopped early, in the grader's words."""
+    items = "\n".join(f"- {_escape(r)}" for r in reasons)
+    return nbformat.v4.new_markdown_cell(f"### {NOTE_TITLE}\n\n{items}\n\nIf something here is "
+                                         "not what you meant to hand in, ask your instructor.")
+
+
+def _escape(text: str) -> str:
+    """Plain text in markdown: file names and messages are not markup."""
+    return "".join("\\" + ch if ch in "\\`*_[]<>#|$" else ch for ch in text)
 
 
 class HideHiddenTests(ClearHiddenTests):
