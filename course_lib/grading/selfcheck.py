@@ -98,12 +98,14 @@ def _test_cells(nb):
 
 
 def select_tests(nb, names) -> tuple:
-    """Test ids of the exercises `names`: tests named after one (`test_<name>`, `test_<name>_*`),
-    else the test cells whose text uses the name."""
+    """Test ids of the exercises `names`: tests named after one (`test_<name>`, `test_<name>_*`,
+    but not those of a longer exercise name such as `Tensor_graph` for `Tensor`), else the test
+    cells whose text uses the name."""
     tests = _test_cells(nb)
+    known = exercises(nb)
     chosen = []
     for name in names:
-        mine = [gid for gid, _ in tests if gid == f"test_{name}" or gid.startswith(f"test_{name}_")]
+        mine = [gid for gid, _ in tests if exercise_of(gid, known) == name]
         mine = mine or [gid for gid, text in tests if re.search(rf"\b{re.escape(name)}\b", text)]
         if not mine:
             raise SystemExit(f"--only {name}: no exercise of this notebook is called {name!r}; "
