@@ -270,23 +270,45 @@ def call_vjp(f, inputs: dict, g, n_grads: int):
 
 # ---- torch references (run outside student code) --------------------------------------------
 
-def torch_vjp(torch_f, inputs: dict, grads, *, g=None, rng=None):
-    """Evaluate `torch_f` in float64 and its VJP with a random (or given) cotangent."""
+def torch_reference(torch_f, args, wrt=(), g=None, rng=None):
+    """`torch_f(*args)` in float64 and its VJP: `(out, g, grads)`, all numpy.
+
+    A float array in `args` becomes a float64 tensor (requiring grad when its index is in
+    `wrt`), an integer array an int64 tensor; a Python number stays one. `g` is the cotangent
+    (None: `rng.cotangent`, random); `grads` holds d<out, g>/d args[i] for each i in `wrt`
+    (zeros where out does not depend on it). Every check computes its reference here.
+    """
     import torch
 
-    tensors = {k: torch.tensor(v, dtype=torch.float64 if np.asarray(v).dtype.kind == "f"
-                               else torch.int64, requires_grad=k in grads)
-               for k, v in inputs.items()}
-    out = torch_f(*tensors.values())
-    shape = tuple(out.shape)
+    def tensor(i, v):
+        if i not in wrt and not isinstance(v, (np.ndarray, np.generic)):
+            return v
+        kind = np.asarray(v).dtype.kind
+        return torch.tensor(np.asarray(v), dtype=torch.float64 if kind == "f" else torch.int64,
+                            requires_grad=i in wrt)
+
+    tensors = [tensor(i, v) for i, v in enumerate(args)]
+    out = torch_f(*tensors)
     if g is None:
-        g = rng.cotangent(shape) if rng is not None else np.random.default_rng(0).standard_normal(shape)
-    wrt = [tensors[k] for k in grads]
-    got = torch.autograd.grad(out, wrt, grad_outputs=torch.as_tensor(g, dtype=torch.float64),
-                              allow_unused=True)
-    expected = [np.zeros(tensors[k].shape) if v is None else v.detach().numpy()
-                for k, v in zip(grads, got)]
-    return {"out": out.detach().numpy(), "g": g}, expected
+        g = rng.cotangent(tuple(out.shape)) if rng is not None else \
+            np.random.default_rng(0).standard_normal(tuple(out.shape))
+    grads = []
+    if wrt:
+        # <out, g> as a scalar, not grad_outputs=g: the same numbers, and torch does not import
+        # its symbolic-shape machinery (and sympy) on the first call, which costs seconds
+        total = (out * torch.as_tensor(np.asarray(g, dtype=np.float64))).sum()
+        got = torch.autograd.grad(total, [tensors[i] for i in wrt], allow_unused=True)
+        grads = [np.zeros(tensors[i].shape) if v is None else v.detach().numpy()
+                 for i, v in zip(wrt, got)]
+    return out.detach().numpy(), g, grads
+
+
+def torch_vjp(torch_f, inputs: dict, grads, *, g=None, rng=None):
+    """`torch_reference` with named inputs: `({"out": out, "g": g}, [gradient per name])`."""
+    names = list(inputs)
+    out, g, expected = torch_reference(torch_f, [np.asarray(v) for v in inputs.values()],
+                                       [names.index(k) for k in grads], g=g, rng=rng)
+    return {"out": out, "g": g}, expected
 
 
 def check_vjp_result(name, got, out, expected, inputs, grads, hints, rtol=RTOL, atol=ATOL):
