@@ -35,6 +35,7 @@ from course_lib.channel.wire import Unsupported
 
 RTOL, ATOL = 1e-6, 1e-8          # analytic gradients against torch
 FD_RTOL, FD_ATOL = 1e-4, 1e-6    # finite differences
+SYMBOLIC_RTOL, SYMBOLIC_ATOL = 1e-8, 1e-10  # sympy answers, both sides with 30 digits
 
 
 class GradeError(AssertionError):
@@ -432,18 +433,26 @@ def value_hint(r, e, context=None):
     """Recognise the usual mistakes: a sign, a factor 2 or N, a transpose."""
     if r.ndim == 2 and r.shape[0] == r.shape[1] and r.shape[0] > 1 and np.allclose(r, e.T):
         return "this is the transpose of the right answer: check the order of a matrix product."
-    denom = float(np.vdot(e, e))
-    if denom > 0:
-        c = float(np.vdot(r, e)) / denom
-        if np.allclose(r, c * e, rtol=1e-5, atol=1e-10 * max(1.0, np.abs(e).max())):
-            return _factor_hint(c, context)
+    c = constant_factor(r, e)
+    if c is not None:
+        return factor_hint(c, context)
     if np.all(r == 0):
         return "all zeros: is the upstream gradient g multiplied in, and does the mask or " \
                "derivative point the right way?"
     return None
 
 
-def _factor_hint(c, context):
+def constant_factor(r, e):
+    """c when r = c * e everywhere (r and e of the same shape, e not all zeros); else None."""
+    denom = float(np.vdot(e, e))
+    if denom == 0:
+        return None
+    c = float(np.vdot(r, e)) / denom
+    return c if np.allclose(r, c * e, rtol=1e-5, atol=1e-10 * max(1.0, np.abs(e).max())) else None
+
+
+def factor_hint(c, context=None):
+    """The usual reasons for a result off by the factor c (a sign, a 2, the N of a mean)."""
     sizes = {int(np.asarray(v).shape[0]) for v in (context or {}).values()
              if np.ndim(v) > 0 and np.asarray(v).shape[0] > 1}
     sizes |= {int(np.size(v)) for v in (context or {}).values() if np.size(v) > 1}
