@@ -1,57 +1,71 @@
-"""THE table of gradient rules: one vector-Jacobian product per (op, differentiable input).
+"""THE table of ops: one row per op the course teaches, read by the reference engine
+(`course_lib.engine`), by the checks of notebook 04 (`course_lib.checks.engine`) and by the tests.
 
-Each primitive op has a numpy forward function in `PRIMITIVES` and, for every input we can
-differentiate with respect to, one rule in `RULES` (the style of HIPS autograd's `defvjp`
-and JAX's Autodidax). A rule is called as
+A row (`Op`) says how the op is written (`text`, and `apply` on anything with the Tensor API: a
+student's Tensor or a torch tensor), its torch twin, the domain of its inputs and, per input,
+the hint a student gets for the usual mistake in its gradient. A primitive of the reference
+engine also has a numpy forward (by default `apply`, which numpy arrays often understand) and,
+registered with `defvjp` on the line after it (as in HIPS autograd), one vector-Jacobian
+product per input, called as
 
     rule(g, out, *inputs, **params) -> gradient for that one input
 
-where `g` is the upstream gradient (same shape as `out`), `out` the op's output, `inputs`
-the arrays (or numbers) the forward pass used and `params` its keyword options (`axis`...).
-The result always has the shape of the input it belongs to.
+where `g` is the upstream gradient (same shape as `out`), `out` the op's output, `inputs` the
+arrays (or numbers) the forward pass used and `params` its keyword options (`axis`...). The
+result always has the shape of the input it belongs to; `None` marks an input (an exponent)
+that is never differentiated.
 
-Subtraction, division, mean, softmax and cross-entropy are not here: the engine builds them
-from these primitives, so they need no rules of their own.
+Subtraction, division, mean and `.T` have rows but no rules: the engine builds them from the
+primitives. The table imports no torch: a twin only calls methods of the tensors it is given.
 """
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
-from course_lib import ops
 
-PRIMITIVES: dict[str, Callable] = {}  # op name -> numpy forward function
-RULES: dict[tuple[str, int], Callable] = {}  # (op name, input index) -> gradient rule
+@dataclass(frozen=True)
+class Op:
+    """One op: how it is written and checked and, for a primitive, how it is differentiated."""
+
+    name: str
+    text: str | Callable[..., str]  # how a student writes it: "x * y", or a function of params
+    apply: Callable                 # the op on Tensor-like inputs: (*inputs, **params) -> out
+    hints: dict[str, str]           # input name -> hint for that input's gradient
+    torch: Callable | None = None   # the torch twin, called like `apply` (None: `apply` itself)
+    domain: dict[int, str] = field(default_factory=dict)  # input -> "positive", "away"...
+    forward: Callable | None = None  # numpy forward of a primitive (None: `apply`)
+    rules: tuple = ()               # one vjp per input (None: not differentiated); () composed
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The names of the inputs a check draws (the params, like `p` of pow, are not)."""
+        return tuple(self.hints)
+
+    def describe(self, **params) -> str:
+        """`x.sum(axis=1)`: the op as written with these params."""
+        return self.text(**params) if callable(self.text) else self.text
+
+    def twin(self, *args, **params):
+        """The same op on torch tensors."""
+        return (self.torch or self.apply)(*args, **params)
 
 
-def defprimitive(op: str, forward: Callable) -> None:
-    """Register the numpy forward function of primitive `op`."""
-    PRIMITIVES[op] = forward
+OPS: dict[str, Op] = {}
 
 
-def defrule(op: str, argnum: int, rule: Callable) -> None:
-    """Register the gradient rule of input `argnum` of primitive `op`."""
-    RULES[op, argnum] = rule
+def defop(name: str, text, apply: Callable, **fields) -> None:
+    """Add the row of op `name` (see `Op` for the fields)."""
+    OPS[name] = Op(name, text, apply, **fields)
 
 
-def get_rule(op: str, argnum: int) -> Callable:
-    """The rule for input `argnum` of `op`; NotImplementedError if the table has none."""
-    try:
-        return RULES[op, argnum]
-    except KeyError:
-        raise NotImplementedError(
-            f"no gradient rule for input {argnum} of {op!r}{_describe(op, argnum)}"
-        ) from None
-
-
-def _describe(op: str, argnum: int) -> str:
-    """' (the exponent)': the input's name, read from the forward function's signature."""
-    if op not in PRIMITIVES:
-        return " (no such primitive)"
-    names = list(inspect.signature(PRIMITIVES[op]).parameters)
-    return f" (the {names[argnum]})" if argnum < len(names) else " (no such input)"
+def defvjp(name: str, *rules: Callable | None) -> None:
+    """Make `name` a primitive of the reference engine, with `rules` (one per input)."""
+    op = OPS[name]
+    OPS[name] = replace(op, rules=rules, forward=op.forward or op.apply)
 
 
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -68,170 +82,169 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return g.sum(axis=tuple(range(lead)) + size1, keepdims=True).reshape(shape)
 
 
-# ---------------------------------------------------------------- elementwise binary ops
-
-def add_forward(x, y):
-    """x + y"""
-    return x + y
-defprimitive("add", add_forward)
-
-def add_rule_x(g, out, x, y):
-    """d(x+y)/dx = 1"""
-    return unbroadcast(g, x.shape)
-defrule("add", 0, add_rule_x)
-
-def add_rule_y(g, out, x, y):
-    """d(x+y)/dy = 1"""
-    return unbroadcast(g, y.shape)
-defrule("add", 1, add_rule_y)
-
-
-def mul_forward(x, y):
-    """x * y"""
-    return x * y
-defprimitive("mul", mul_forward)
-
-def mul_rule_x(g, out, x, y):
-    """d(x*y)/dx = y"""
-    return unbroadcast(g * y, x.shape)
-defrule("mul", 0, mul_rule_x)
-
-def mul_rule_y(g, out, x, y):
-    """d(x*y)/dy = x"""
-    return unbroadcast(g * x, y.shape)
-defrule("mul", 1, mul_rule_y)
-
-
-def pow_forward(x, exponent):
-    """x**p, p = exponent: a number"""
-    return x**exponent
-defprimitive("pow", pow_forward)
-
-def pow_rule_x(g, out, x, exponent):
-    """d(x**p)/dx = p * x**(p-1)"""
-    return g * exponent * x ** (exponent - 1)
-defrule("pow", 0, pow_rule_x)
-# No rule for input 1: the exponent is a plain number, not something we differentiate.
-
-
-# ---------------------------------------------------------------- elementwise unary ops
-
-def neg_forward(x):
-    """-x"""
-    return -x
-defprimitive("neg", neg_forward)
-
-def neg_rule_x(g, out, x):
-    """d(-x)/dx = -1"""
-    return -g
-defrule("neg", 0, neg_rule_x)
-
-
-def exp_forward(x):
-    """e**x"""
-    return np.exp(x)
-defprimitive("exp", exp_forward)
-
-def exp_rule_x(g, out, x):
-    """d(e**x)/dx = e**x = out"""
-    return g * out
-defrule("exp", 0, exp_rule_x)
-
-
-def log_forward(x):
-    """ln x"""
-    return np.log(x)
-defprimitive("log", log_forward)
-
-def log_rule_x(g, out, x):
-    """d(ln x)/dx = 1/x"""
-    return g / x
-defrule("log", 0, log_rule_x)
-
-
-def relu_forward(x):
-    """max(x, 0)"""
-    return np.maximum(x, 0.0)
-defprimitive("relu", relu_forward)
-
-def relu_rule_x(g, out, x):
-    """d relu(x)/dx = 1 where x > 0, else 0"""
-    return g * (out > 0)
-defrule("relu", 0, relu_rule_x)
-
-
 def sigmoid_forward(x):
-    """1 / (1 + e**-x)"""
-    return ops.sigmoid_forward(x)  # the overflow-free version shared with ops.py
-defprimitive("sigmoid", sigmoid_forward)
+    """1 / (1 + e**-x), computed with e**-|x| only, so no overflow even at |x| = 1000."""
+    x = np.asarray(x, dtype=np.float64)
+    z = np.exp(-np.abs(x))  # in (0, 1]: cannot overflow
+    return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
 
-def sigmoid_rule_x(g, out, x):
-    """d sigmoid(x)/dx = out * (1 - out)"""
-    return g * out * (1.0 - out)
-defrule("sigmoid", 0, sigmoid_rule_x)
-
-
-def tanh_forward(x):
-    """tanh x"""
-    return np.tanh(x)
-defprimitive("tanh", tanh_forward)
-
-def tanh_rule_x(g, out, x):
-    """d tanh(x)/dx = 1 - out**2"""
-    return g * (1.0 - out * out)
-defrule("tanh", 0, tanh_rule_x)
-
-
-# ---------------------------------------------------------------- matrices and shapes
 
 def matmul_forward(x, y):
-    """x @ y for 2-D x (n, k) and y (k, m)"""
+    """x @ y for 2-D x (n, k) and y (k, m) (the rules use .T)."""
     if x.ndim != 2 or y.ndim != 2:
         raise ValueError(f"matmul takes 2-D arrays (the rules use .T), got {x.shape} @ {y.shape}")
     return x @ y
-defprimitive("matmul", matmul_forward)
-
-def matmul_rule_x(g, out, x, y):
-    """d(x@y)/dx: g @ y.T"""
-    return g @ y.T
-defrule("matmul", 0, matmul_rule_x)
-
-def matmul_rule_y(g, out, x, y):
-    """d(x@y)/dy: x.T @ g"""
-    return x.T @ g
-defrule("matmul", 1, matmul_rule_y)
 
 
-def sum_forward(x, axis=None, keepdims=False):
-    """sum of x over `axis` (None: all axes; an int or a tuple of ints)"""
-    return x.sum(axis=axis, keepdims=keepdims)
-defprimitive("sum", sum_forward)
-
-def sum_rule_x(g, out, x, axis=None, keepdims=False):
-    """d(sum x)/dx = 1: each element of x gets the g of the sum it went into"""
-    if axis is not None and not keepdims:
-        g = np.expand_dims(g, axis)  # the summed axes come back with size 1 ...
-    return np.full(x.shape, g)  # ... and g is copied along them
-defrule("sum", 0, sum_rule_x)
+def reduce(x, method, axis=None, keepdims=False):
+    """x.sum(...) or x.mean(...), passing only the arguments that differ from the defaults."""
+    if axis is None and not keepdims:
+        return getattr(x, method)()
+    if not keepdims:
+        return getattr(x, method)(axis=axis)
+    return getattr(x, method)(axis=axis, keepdims=keepdims)
 
 
-def reshape_forward(x, shape):
-    """x with a new shape, same elements in the same (C) order"""
-    return np.reshape(x, shape)
-defprimitive("reshape", reshape_forward)
-
-def reshape_rule_x(g, out, x, shape):
-    """reshape moves no element: give g the input's shape back"""
-    return g.reshape(x.shape)
-defrule("reshape", 0, reshape_rule_x)
+def torch_reduce(x, method, axis=None, keepdims=False):
+    """The same reduction on a torch tensor (dim=, keepdim=; dim=() would mean all axes too)."""
+    if x.ndim == 0:
+        return getattr(x, method)()
+    return getattr(x, method)(dim=tuple(range(x.ndim)) if axis is None else axis, keepdim=keepdims)
 
 
-def transpose_forward(x):
-    """x.T (axes reversed)"""
-    return np.transpose(x)
-defprimitive("transpose", transpose_forward)
+def reduce_text(method, axis=None, keepdims=False):
+    args = [] if axis is None else [f"axis={axis!r}"]
+    return f"x.{method}({', '.join(args + (['keepdims=True'] if keepdims else []))})"
 
-def transpose_rule_x(g, out, x):
-    """transpose moves x[i, j] to out[j, i]: move g[j, i] back"""
-    return np.transpose(g)
-defrule("transpose", 0, transpose_rule_x)
+
+def expand(g, axis, keepdims):
+    """g with the axes a reduction removed given back with size 1 (np.expand_dims)."""
+    return g if axis is None or keepdims else np.expand_dims(g, axis)
+
+
+def reverse_axes(x):
+    """A torch tensor's axes reversed, as numpy's x.T (torch's .T is for 2-D only)."""
+    return x.permute(tuple(reversed(range(x.ndim))))
+
+
+# ---------------------------------------------------------------- elementwise binary ops
+
+defop("add", "x + y", lambda x, y: x + y, hints={
+    "x": "for out = x + y, dL/dx = unbroadcast(g, x.shape): g summed over the axes where x was "
+         "broadcast.",
+    "y": "for out = x + y, dL/dy = unbroadcast(g, y.shape): g summed over the axes where y was "
+         "broadcast."})
+defvjp("add", lambda g, out, x, y: unbroadcast(g, x.shape),
+              lambda g, out, x, y: unbroadcast(g, y.shape))
+
+defop("sub", "x - y", lambda x, y: x - y, hints={
+    "x": "for out = x - y, dL/dx = unbroadcast(g, x.shape).",
+    "y": "for out = x - y, dL/dy = -unbroadcast(g, y.shape) (note the minus sign)."})
+
+defop("mul", "x * y", lambda x, y: x * y, hints={
+    "x": "for out = x * y, dL/dx = unbroadcast(g * y, x.shape).",
+    "y": "for out = x * y, dL/dy = unbroadcast(g * x, y.shape)."})
+defvjp("mul", lambda g, out, x, y: unbroadcast(g * y, x.shape),
+              lambda g, out, x, y: unbroadcast(g * x, y.shape))
+
+defop("truediv", "x / y", lambda x, y: x / y, domain={1: "denominator"}, hints={
+    "x": "for out = x / y, dL/dx = unbroadcast(g / y, x.shape).",
+    "y": "for out = x / y, d(x/y)/dy = -x / y**2 (a minus sign AND a square), so "
+         "dL/dy = unbroadcast(-g * x / y**2, y.shape)."})
+
+defop("matmul", "x @ y", lambda x, y: x @ y, forward=matmul_forward, hints={
+    "x": "for out = x @ y with x (n, k), y (k, m) and g (n, m): dL/dx = g @ y.T, of shape (n, k).",
+    "y": "for out = x @ y with x (n, k), y (k, m) and g (n, m): dL/dy = x.T @ g, of shape (k, m)."})
+defvjp("matmul", lambda g, out, x, y: g @ y.T,
+                 lambda g, out, x, y: x.T @ g)
+
+# ---------------------------------------------------------------- elementwise unary ops
+
+defop("neg", "-x", lambda x: -x, hints={"x": "d(-x)/dx = -1: return -g."})
+defvjp("neg", lambda g, out, x: -g)
+
+defop("pow", lambda p: f"x ** {p!r}", lambda x, p: x ** p, hints={
+    "x": "d(x**p)/dx = p * x**(p - 1): dL/dx = g * p * x**(p - 1)."})
+defvjp("pow", lambda g, out, x, p: g * p * x ** (p - 1), None)  # p is a plain number
+
+defop("exp", "x.exp()", lambda x: x.exp(), forward=np.exp, hints={
+    "x": "d(e**x)/dx = e**x, the output itself: dL/dx = g * out."})
+defvjp("exp", lambda g, out, x: g * out)
+
+defop("log", "x.log()", lambda x: x.log(), forward=np.log, domain={0: "positive"}, hints={
+    "x": "d(log x)/dx = 1 / x: dL/dx = g / x."})
+defvjp("log", lambda g, out, x: g / x)
+
+defop("relu", "x.relu()", lambda x: x.relu(), forward=lambda x: np.maximum(x, 0.0),
+      domain={0: "away"}, hints={
+          "x": "d relu(x)/dx = 1 where x > 0 and 0 elsewhere: dL/dx = g * (x > 0)."})
+defvjp("relu", lambda g, out, x: g * (out > 0))
+
+defop("sigmoid", "x.sigmoid()", lambda x: x.sigmoid(), forward=sigmoid_forward, hints={
+    "x": "d sigmoid(x)/dx = s * (1 - s) with s = sigmoid(x); compute s without overflow, e.g. "
+         "s = 0.5 * (1 + tanh(x / 2))."})
+defvjp("sigmoid", lambda g, out, x: g * out * (1.0 - out))
+
+defop("tanh", "x.tanh()", lambda x: x.tanh(), forward=np.tanh, hints={
+    "x": "d tanh(x)/dx = 1 - tanh(x)**2: dL/dx = g * (1 - out**2)."})
+defvjp("tanh", lambda g, out, x: g * (1.0 - out * out))
+
+# ---------------------------------------------------------------- reductions and shapes
+
+defop("sum", lambda axis=None, keepdims=False: reduce_text("sum", axis, keepdims),
+      lambda x, axis=None, keepdims=False: reduce(x, "sum", axis, keepdims),
+      torch=lambda x, axis=None, keepdims=False: torch_reduce(x, "sum", axis, keepdims), hints={
+          "x": "each input element is added once into the sum, so dL/dx copies g back along the "
+               "summed axes: when keepdims=False, first give g back the summed axes with size 1 "
+               "(np.expand_dims(g, axis); axis may be an int, a negative int, a tuple or None), "
+               "then broadcast it to x.shape."})
+defvjp("sum", lambda g, out, x, axis=None, keepdims=False:
+       np.full(x.shape, expand(g, axis, keepdims)))
+
+defop("mean", lambda axis=None, keepdims=False: reduce_text("mean", axis, keepdims),
+      lambda x, axis=None, keepdims=False: reduce(x, "mean", axis, keepdims),
+      torch=lambda x, axis=None, keepdims=False: torch_reduce(x, "mean", axis, keepdims), hints={
+          "x": "mean = sum / n, where n is how many elements each output averages (the product "
+               "of the reduced axes' sizes): dL/dx is the gradient of sum divided by n."})
+
+defop("reshape", lambda shape, style="args": (f"x.reshape{tuple(shape)!r}" if style == "args"
+                                             else f"x.reshape({tuple(shape)!r})"),
+      lambda x, shape, style="args": (x.reshape(*shape) if style == "args"
+                                      else x.reshape(tuple(shape))),
+      torch=lambda x, shape, style="args": x.reshape(tuple(shape)),
+      forward=lambda x, shape: np.reshape(x, shape), hints={
+          "x": "reshape moves no value: dL/dx = g.reshape(x.shape). Accept both reshape(2, 3) "
+               "and reshape((2, 3)), with -1 for one axis."})
+defvjp("reshape", lambda g, out, x, shape: g.reshape(x.shape))
+
+defop("transpose", "x.transpose()", lambda x: x.transpose(), torch=reverse_axes, hints={
+    "x": "x.T moves x[i, j] to out[j, i], so dL/dx = g.T."})
+defvjp("transpose", lambda g, out, x: g.T)
+
+defop("T", "x.T", lambda x: x.T, torch=reverse_axes, hints={
+    "x": "x.T moves x[i, j] to out[j, i], so dL/dx = g.T."})
+
+
+# ---------------------------------------------------------------- what the engine reads
+
+PRIMITIVES: dict[str, Callable] = {op.name: op.forward for op in OPS.values() if op.rules}
+RULES: dict[tuple[str, int], Callable] = {
+    (op.name, i): rule for op in OPS.values() for i, rule in enumerate(op.rules) if rule}
+
+
+def get_rule(op: str, argnum: int) -> Callable:
+    """The rule for input `argnum` of `op`; NotImplementedError if the table has none."""
+    try:
+        return RULES[op, argnum]
+    except KeyError:
+        raise NotImplementedError(
+            f"no gradient rule for input {argnum} of {op!r}{_describe(op, argnum)}"
+        ) from None
+
+
+def _describe(op: str, argnum: int) -> str:
+    """' (the p)': the input's name, read from the forward function's signature."""
+    if op not in PRIMITIVES:
+        return " (no such primitive)"
+    names = list(inspect.signature(PRIMITIVES[op]).parameters)
+    return f" (the {names[argnum]})" if argnum < len(names) else " (no such input)"

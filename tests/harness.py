@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import nbformat
 
@@ -72,6 +73,55 @@ def unsolved(nb, solution_ids):
                       r"\1# YOUR CODE HERE\n\1raise NotImplementedError()", src, flags=re.S | re.M)
         nb = replace_cell(nb, gid, stub)
     return nb
+
+
+def apply_edits(nb, edits):
+    """A copy of `nb` with each (cell, old, new) applied: `old` occurs once (text) or matches."""
+    for gid, old, new in edits:
+        src = cell_by_id(nb, gid).source
+        if isinstance(old, re.Pattern):
+            assert old.search(src), f"pattern not found in {gid}"
+            nb = replace_cell(nb, gid, old.sub(lambda m: new, src, count=1))
+        else:
+            assert src.count(old) == 1, f"{old!r} is not once in {gid}: update this test"
+            nb = mutate(nb, gid, old, new)
+    return nb
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A typical wrong answer: what to change, which test cells must lose points for it, and
+    the words each of their messages must contain (in any case)."""
+
+    id: str
+    edits: list          # (solution cell, old text or re.Pattern, new text), in order
+    failing: list        # the test cells that must lose points
+    words: list          # words every failing cell's message contains
+    also: frozenset = frozenset()  # cells built on the changed one: they may lose points too
+
+    def __str__(self):
+        return self.id  # the pytest id
+
+    def applied(self, nb):
+        return apply_edits(nb, self.edits)
+
+
+def failures(scores: dict) -> dict:
+    """{test cell: its message} for the cells that lost points."""
+    return {k: err or "" for k, (s, m, err) in scores.items() if s < m}
+
+
+def assert_caught(mistake: Mistake, scores: dict) -> dict:
+    """The cells of `mistake` lost points with messages holding its words; no other cell
+    (but those in `also`) did. Returns the failures."""
+    failed = failures(scores)
+    for gid in mistake.failing:
+        assert gid in failed, f"{mistake}: {gid} keeps its points: {failed}"
+        for word in mistake.words:
+            assert word.lower() in failed[gid].lower(), f"{mistake}: {gid}: {word!r} not in: {failed[gid]}"
+    others = set(failed) - set(mistake.failing) - set(mistake.also)
+    assert not others, f"{mistake} also costs {sorted(others)}: {failed}"
+    return failed
 
 
 def run_in_process(nb, skip_untagged: bool = False) -> dict:

@@ -1,52 +1,30 @@
 """Notebook 03: the reference keeps full marks; typical wrong answers lose points and are told why."""
+import re
+
 import pytest
 
-from harness import mutate, read, replace_cell, run_in_process, source_path, total
+from harness import Mistake, assert_caught, read, replace_cell, run_in_process, source_path
 
 SOURCE = read(source_path("03_mlp_backward"))
 
 
-@pytest.fixture(scope="module")
-def reference():
-    return run_in_process(SOURCE, skip_untagged=True)
+AFFINE = ["test_affine", "test_affine_hidden"]
+MLP = frozenset({"test_mlp_loss_and_grads", "test_mlp_loss_and_grads_hidden"})  # built on all
+ANSWER = re.compile(r" *### BEGIN SOLUTION.*", re.S)  # a solution cell's answer, to the end
 
 
-def test_reference_gets_full_marks(reference):
-    earned, possible = total(reference)
-    assert earned == possible > 0, {k: v[2] for k, v in reference.items() if v[2]}
-
-
-def _solution(gid):
-    return next(c for c in SOURCE.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
-
-
-def _answer(gid):
-    return _solution(gid).source.partition("### BEGIN SOLUTION")[2]
+def answer_replaced(id, gid, body, failing, words, also=()):
+    """A mistake that replaces the answer of solution cell `gid` with `body`."""
+    return Mistake(id, [(gid, ANSWER, body.strip("\n"))], failing, words, frozenset(also))
 
 
 MISTAKES = [
-    # (solution cell, text in its answer, replacement, failing test, words in the message)
-    ("affine", "x.T @ g", "g.T @ x", "test_affine", ["transpose"]),
-    ("affine", "g.sum(axis=0)", "g.sum(axis=1)", "test_affine", ["expected shape"]),
-    ("affine", "g @ w.T", "g @ w", "test_affine", ["shape", "matmul"]),
+    # (id, [(solution cell, old, new)], failing tests, words in their messages, cells built on it)
+    Mistake("affine_xT_g_swapped", [("affine", "x.T @ g", "g.T @ x")], AFFINE, ["transpose"], MLP),
+    Mistake("affine_b_wrong_axis", [("affine", "g.sum(axis=0)", "g.sum(axis=1)")], AFFINE,
+            ["expected shape"], MLP),
+    Mistake("affine_gx_not_transposed", [("affine", "g @ w.T", "g @ w")], AFFINE, ["matmul"], MLP),
 ]
-
-
-@pytest.mark.parametrize("gid, old, new, test, words", MISTAKES)
-def test_typical_mistake_loses_points(reference, gid, old, new, test, words):
-    if old not in _answer(gid):
-        pytest.fail(f"{old!r} is not in the {gid} solution any more: update this test")
-    scores = run_in_process(mutate(SOURCE, gid, old, new), skip_untagged=True)
-    assert total(scores)[0] < total(reference)[0]
-    score, _, error = scores[test]
-    assert score == 0 and error
-    assert any(w.lower() in error.lower() for w in words), error
-
-
-def _replace(gid, body):
-    head = _solution(gid).source.partition("### BEGIN SOLUTION")[0]
-    return replace_cell(SOURCE, gid, head.rstrip(" ") + body.strip("\n"))
-
 
 WRONG_BODIES = {
     "relu_without_mask": ("relu", """
@@ -121,25 +99,29 @@ WRONG_BODIES = {
 """),
 }
 
-EXPECTED_WORDS = {
-    "relu_without_mask": ["relu"], "sigmoid_naive_derivative": ["sigmoid"],
-    "tanh_missing_square": ["tanh"], "mse_missing_mean": ["mse_loss"],
-    "softmax_unstable": ["softmax_cross_entropy"], "softmax_missing_mean": ["softmax_cross_entropy"],
-    "torch_autograd_shortcut": ["compute the gradient yourself"],
+# (failing tests, words in their messages, cells built on it that fail too)
+EXPECTED = {
+    "relu_without_mask": (["test_relu", "test_relu_hidden", *sorted(MLP)], ["relu"], ()),
+    "sigmoid_naive_derivative": (["test_sigmoid_hidden", "test_sigmoid_stable"], ["sigmoid"], ()),
+    "tanh_missing_square": (["test_tanh", "test_tanh_hidden"], ["tanh"], ()),
+    "mse_missing_mean": (["test_mse_loss", "test_mse_loss_hidden"], ["mse_loss"], ()),
+    "softmax_unstable": (["test_softmax_cross_entropy_hidden", "test_softmax_cross_entropy_stable"],
+                         ["softmax_cross_entropy"], ()),
+    "softmax_missing_mean": (["test_softmax_cross_entropy", "test_softmax_cross_entropy_hidden",
+                              "test_softmax_cross_entropy_stable"], ["softmax_cross_entropy"], MLP),
+    "torch_autograd_shortcut": ([*AFFINE, *sorted(MLP)], ["compute the gradient yourself"], ()),
 }
+MISTAKES += [answer_replaced(name, gid, source, *EXPECTED[name])
+             for name, (gid, source) in WRONG_BODIES.items()]
 
 
-@pytest.mark.parametrize("name", sorted(WRONG_BODIES))
-def test_wrong_implementation_loses_points(reference, name):
-    gid, body = WRONG_BODIES[name]
-    scores = run_in_process(_replace(gid, body), skip_untagged=True)
-    assert total(scores)[0] < total(reference)[0]
-    errors = " ".join(v[2] for v in scores.values() if v[2])
-    assert "is not defined" not in errors, errors[:300]
-    assert all(w.lower() in errors.lower() for w in EXPECTED_WORDS[name]), errors[:500]
+@pytest.mark.parametrize("mistake", MISTAKES, ids=str)
+def test_typical_mistake_loses_points(mistake):
+    failed = assert_caught(mistake, run_in_process(mistake.applied(SOURCE), skip_untagged=True))
+    assert not any("is not defined" in error for error in failed.values()), failed
 
 
-def test_a_reference_imported_from_course_lib_earns_nothing(reference):
+def test_a_reference_imported_from_course_lib_earns_nothing():
     nb = replace_cell(SOURCE, "affine", "from course_lib.ops import affine")
     scores = run_in_process(nb, skip_untagged=True)
     assert scores["test_affine"][0] == 0 and scores["test_affine_hidden"][0] == 0

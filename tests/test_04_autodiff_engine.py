@@ -9,13 +9,12 @@ import re
 import nbformat
 import pytest
 
-from harness import (cell_by_id, grade_id, make_course, mutate, read, replace_cell,
-                     run_in_process, source_path, submit, total, unsolved)
+from harness import (Mistake, apply_edits, assert_caught, cell_by_id, failures, grade_id,
+                     make_course, read, replace_cell, run_in_process, source_path, submit,
+                     unsolved)
 
 A = "04_autodiff_engine"
 NB = read(source_path(A))
-SOLUTIONS = ["Tensor", "Tensor_elementwise", "Tensor_reductions", "Tensor_graph",
-             "cross_entropy", "Linear", "sgd_step"]
 MAX = 19
 STEP_TESTS = {
     "a": {"test_Tensor", "test_Tensor_hidden"},
@@ -52,26 +51,11 @@ EVERY_NODE = ("            node.grad = np.array(g, dtype=np.float64)\n"
               "                continue\n")
 
 
-def failures(scores):
-    return {k: err for k, (s, m, err) in scores.items() if s < m}
-
-
 def graded_only(nb):
     """`nb` with its graded and course cells only (no examples, plots or training: fast)."""
     nb = nbformat.from_dict(nb)
     nb.cells = [c for c in nb.cells if c.cell_type == "code" and grade_id(c)]
     return nb
-
-
-def test_reference_full_marks():
-    scores = run_in_process(NB, skip_untagged=True)
-    got, most = total(scores)
-    assert most == MAX and got == most, failures(scores)
-
-
-def test_blank_release_scores_zero():
-    scores = run_in_process(unsolved(NB, SOLUTIONS), skip_untagged=True)
-    assert total(scores)[0] == 0, scores
 
 
 def test_points_per_step_are_stated_and_match():
@@ -85,9 +69,15 @@ def test_points_per_step_are_stated_and_match():
     assert sum(points.values()) == MAX
 
 
+def mistake(id, edits, step, words, dependents=frozenset(), failing=None):
+    """A mistake costs (the named tests of) its step; tests built on it may fail too."""
+    return Mistake(id, edits, sorted(failing or STEP_TESTS[step]), words, frozenset(dependents))
+
+
 # (id, [(cell, old, new)], the step whose points it costs, words its message must contain,
-#  tests built on it that may fail too, but only with a "fix ... first" message)
-MISTAKES = [
+#  tests built on it that may fail too, but only with a "fix ... first" message[, the step's
+#  tests that fail when not all do])
+MISTAKES = [mistake(*row) for row in [
     ("a_overwrite_not_accumulate",
      [("Tensor", "grads[p] = gp if p not in grads else grads[p] + gp", "grads[p] = gp")],
      "a", ["SUM", "never overwrite"], set()),
@@ -101,7 +91,7 @@ MISTAKES = [
     ("b_sigmoid_overflows", [("Tensor_elementwise", "0.5 * (1.0 + np.tanh(0.5 * self.data))",
                               "1.0 / (1.0 + np.exp(-self.data))"),
                              ("Tensor_elementwise", "g * s * (1.0 - s)", "g * np.exp(-self.data) * s**2")],
-     "b", ["sigmoid"], set()),
+     "b", ["sigmoid"], set(), ["test_Tensor_elementwise_hidden"]),
     ("c_sum_without_expand_dims", [("Tensor_reductions", "g = np.expand_dims(g, axis)", "pass")],
      "c", ["np.expand_dims"], set()),
     ("c_mean_divides_by_all", [("Tensor_reductions", "n = self.data.size / max(total.data.size, 1)",
@@ -116,53 +106,32 @@ MISTAKES = [
     ("d_default_grad_not_ones", [("Tensor_graph", "grad = np.ones(self.shape)", "grad = np.array(1.0)")],
      "d", ["single element"], set()),
     ("ce_no_max_shift", [("cross_entropy", "logits - logits.data.max(axis=1, keepdims=True)", "logits * 1.0")],
-     "ce", ["max", "overflow"], set()),
+     "ce", ["max", "overflow"], set(), ["test_cross_entropy_hidden"]),
     ("linear_without_bias", [("Linear", "return x @ self.W + self.b", "return x @ self.W")],
      "Linear", ["b"], STEP_TESTS["train"]),
     ("sgd_step_wrong_sign", [("sgd_step", "    p.data -= lr * p.grad", "    p.data += lr * p.grad")],
      "sgd", ["p.data - lr * p.grad"], STEP_TESTS["train"]),
-]
+]]
 
 
-def apply(nb, edits):
-    for gid, old, new in edits:
-        src = cell_by_id(nb, gid).source
-        if isinstance(old, re.Pattern):
-            assert old.search(src), f"pattern not found in {gid}"
-            nb = replace_cell(nb, gid, old.sub(lambda m: new, src, count=1))
-        else:
-            assert src.count(old) == 1, f"{old!r} is not once in {gid}"
-            nb = mutate(nb, gid, old, new)
-    return nb
+def step_of(mistake):
+    return next(step for step, tests in STEP_TESTS.items() if set(mistake.failing) <= tests)
 
 
-def assert_only_its_step_fails(scores, step, words, dependents):
-    failed = failures(scores)
-    own = STEP_TESTS[step]
-    assert own & set(failed), f"no test of step {step} fails"
-    for gid in own & set(failed):
-        for word in words:
-            assert word.lower() in failed[gid].lower(), f"{gid}: {word!r} not in: {failed[gid]}"
-    others = set(failed) - own
-    assert others <= dependents, f"a mistake in {step} also costs {others - dependents}"
-    for gid in others:
-        assert re.search(r"fix `\w+`.* first", failed[gid]), (gid, failed[gid])
-
-
-@pytest.mark.parametrize("mistake", MISTAKES, ids=[m[0] for m in MISTAKES])
+@pytest.mark.parametrize("mistake", MISTAKES, ids=str)
 def test_typical_mistake_costs_its_own_step_only(mistake):
-    _, edits, step, words, dependents = mistake
-    scores = run_in_process(graded_only(apply(NB, edits)))
-    assert_only_its_step_fails(scores, step, words, dependents)
+    failed = assert_caught(mistake, run_in_process(graded_only(mistake.applied(NB))))
+    for gid in set(failed) - set(mistake.failing):
+        assert re.search(r"fix `\w+`.* first", failed[gid]), (gid, failed[gid])
 
 
 # a broken step, and the tests built on it: (id, the broken notebook, what the others must say)
 BROKEN = [
     ("unbroadcast_forgets_size_1_axes",
-     lambda: apply(NB, [("Tensor", "if n == 1 and g.shape[i] != 1:", "if False:")]),
+     lambda: apply_edits(NB, [("Tensor", "if n == 1 and g.shape[i] != 1:", "if False:")]),
      "fix `Tensor` step (a) first"),
     ("log_without_rule",
-     lambda: apply(NB, [("Tensor_elementwise", "lambda g: (g / x.data,)", "lambda g: (g,)")]),
+     lambda: apply_edits(NB, [("Tensor_elementwise", "lambda g: (g / x.data,)", "lambda g: (g,)")]),
      "fix `Tensor` step (b) first"),
     ("step_d_not_done", lambda: unsolved(NB, ["Tensor_graph"]), "fix `Tensor` step (d) first"),
 ]
@@ -228,14 +197,14 @@ def test_mistakes_cost_their_step_under_both_graders(tmp_path):
     from course_lib.grading import pipeline
     from harness import nbgrader_autograde
     course = make_course(str(tmp_path), [A])
-    table = {m[0]: m for m in MISTAKES}
+    table = {m.id: m for m in MISTAKES}
     for name in GRADED_MISTAKES:
-        submit(course, name, A, apply(NB, table[name][1]))
+        submit(course, name, A, table[name].applied(NB))
     report = pipeline.grade(course, A, workers=1, progress=False)
     assert report.count("failed") == 0, report.summary()
     ours = pipeline.scores(course, A)
     for name in GRADED_MISTAKES:
-        step = table[name][2]
+        step = step_of(table[name])
         lost = {q for q, (s, m) in ours[(name, A)].items() if s < m}
         assert lost and lost <= STEP_TESTS[step], (name, lost)
         result = nbgrader_autograde(course, A, name)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from test_rules import CASES, FEW, OPS, differentiable, normal, rngs, torch_grads
+from test_rules import CASES, FEW, PRIMITIVE_OPS, differentiable, normal, rngs, torch_grads
 
 from course_lib import guard
 from course_lib.data import wiggly_regression
@@ -41,7 +41,7 @@ def arrays(*shapes, seed=0, low=None):
 
 # ---------------------------------------------------------------- every primitive, via the engine
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", PRIMITIVE_OPS)
 @FEW
 @given(data=st.data())
 def test_engine_differentiates_every_primitive_like_torch(op, data):

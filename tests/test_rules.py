@@ -1,7 +1,8 @@
-"""The table of gradient rules, checked op by op against torch and finite differences.
+"""The table of ops, checked op by op against torch and finite differences, and against the
+rule table notebook 04 shows its learners.
 
-The tests are parametrized over `PRIMITIVES` itself: add an op to the table and it is tested
-here (the first test fails until it has a case in CASES and a torch twin in TORCH).
+The tests are parametrized over the table itself: add a primitive and it is tested here with
+the inputs its domain asks for (or a strategy of its own in SPECIAL) and its torch twin.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from course_lib.rules import PRIMITIVES, RULES, get_rule, unbroadcast
+from course_lib.rules import OPS, PRIMITIVES, RULES, get_rule, unbroadcast
 
 FEW = settings(max_examples=25, deadline=None)
 
@@ -101,46 +102,25 @@ def reshape_case(draw):
     return (normal(draw(rngs()), shape),), {"shape": new_shape}
 
 
-# One strategy per primitive: (inputs, params). Inputs that are arrays get gradients checked.
-CASES = {
-    "add": binary(),
-    "mul": binary(),
-    "pow": pow_case(),
-    "neg": unary(),
-    "exp": unary(),
-    "log": unary(positive),
-    "relu": unary(away_from_zero),
-    "sigmoid": unary(),
-    "tanh": unary(),
-    "matmul": matmul_case(),
-    "sum": sum_case(),
-    "reshape": reshape_case(),
-    "transpose": unary(),
-}
+# The primitives whose inputs are more than arrays of one domain: (inputs, params).
+SPECIAL = {"pow": pow_case(), "matmul": matmul_case(), "sum": sum_case(),
+           "reshape": reshape_case()}
+VALUES = {None: normal, "positive": positive, "away": away_from_zero}
 
 
-def torch_sum(x, axis=None, keepdims=False):
-    return x.sum(dim=axis, keepdim=keepdims)
+def case(op):
+    """The strategy for primitive `op`: its own, or inputs of the shapes and domain it takes."""
+    row = OPS[op]
+    if op in SPECIAL:
+        return SPECIAL[op]
+    assert set(row.domain) <= {0} and len(row.inputs) in (1, 2), f"give {op} a SPECIAL case"
+    return binary() if len(row.inputs) == 2 else unary(VALUES[row.domain.get(0)])
 
 
-# The same ops in torch, called the same way.
-TORCH = {
-    "add": torch.add,
-    "mul": torch.mul,
-    "pow": torch.pow,
-    "neg": torch.neg,
-    "exp": torch.exp,
-    "log": torch.log,
-    "relu": torch.relu,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "matmul": torch.matmul,
-    "sum": torch_sum,
-    "reshape": torch.reshape,
-    "transpose": lambda x: x.permute(tuple(reversed(range(x.dim())))),
-}
-
-OPS = sorted(PRIMITIVES)
+# One strategy per primitive, and the same ops in torch, called the same way.
+CASES = {op: case(op) for op in PRIMITIVES}
+TORCH = {op: OPS[op].twin for op in PRIMITIVES}
+PRIMITIVE_OPS = sorted(PRIMITIVES)
 
 
 def differentiable(op, inputs):
@@ -160,8 +140,16 @@ def torch_grads(op, inputs, params, g):
 
 # ---------------------------------------------------------------- the table itself
 
-def test_every_primitive_has_a_test_case_and_a_torch_twin():
-    assert set(CASES) == set(PRIMITIVES) == set(TORCH)
+def test_every_special_case_is_a_primitive():
+    assert set(SPECIAL) <= set(PRIMITIVES)
+
+
+def test_every_row_names_its_inputs_and_describes_itself():
+    for op in OPS.values():
+        assert op.inputs in (("x",), ("x", "y")), op.name
+        assert set(op.domain) <= set(range(len(op.inputs))), op.name
+        assert op.rules == () or len(op.rules) >= len(op.inputs), op.name
+        assert "x" in op.describe(**PARAMS.get(op.name, {})), op.name
 
 
 def test_every_rule_belongs_to_a_primitive():
@@ -169,7 +157,7 @@ def test_every_rule_belongs_to_a_primitive():
         assert op in PRIMITIVES and argnum >= 0
 
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", PRIMITIVE_OPS)
 @FEW
 @given(data=st.data())
 def test_every_array_input_has_a_rule(op, data):
@@ -179,7 +167,7 @@ def test_every_array_input_has_a_rule(op, data):
 
 
 def test_missing_rule_names_op_and_input():
-    message = r"no gradient rule for input 1 of 'pow' \(the exponent\)"
+    message = r"no gradient rule for input 1 of 'pow' \(the p\)"
     with pytest.raises(NotImplementedError, match=message):
         get_rule("pow", 1)
     with pytest.raises(NotImplementedError, match="input 2 of 'add'"):
@@ -190,7 +178,7 @@ def test_missing_rule_names_op_and_input():
 
 # ---------------------------------------------------------------- every op, every input
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", PRIMITIVE_OPS)
 @FEW
 @given(data=st.data())
 def test_forward_matches_torch(op, data):
@@ -203,7 +191,7 @@ def test_forward_matches_torch(op, data):
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", PRIMITIVE_OPS)
 @FEW
 @given(data=st.data())
 def test_rules_match_torch_autograd(op, data):
@@ -217,7 +205,7 @@ def test_rules_match_torch_autograd(op, data):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", PRIMITIVE_OPS)
 @FEW
 @given(data=st.data())
 def test_rules_match_finite_differences(op, data):
@@ -276,3 +264,54 @@ def test_unbroadcast_is_the_adjoint_of_broadcasting(shape_pair, rng):
     assert got.shape == x_shape
     np.testing.assert_allclose(np.sum(np.broadcast_to(x, out_shape) * g), np.sum(x * got),
                                rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- notebook 04's rule table
+
+NOTEBOOK_NAMES = {"div": "truediv"}  # the notebook's name for an op -> the table's
+PROSE = {"sum", "mean"}              # rows whose rule the notebook explains in words
+SHAPES = {"matmul": [(2, 3), (3, 4)], "binary": [(3, 1), (4,)], "unary": [(2, 3)]}
+PARAMS = {"pow": {"p": 3}, "reshape": {"shape": (3, 2)}}
+
+
+def notebook_rules():
+    """{op: {input: formula}} read from the rule table of notebook 04 ({} for a row in prose)."""
+    import re
+
+    from harness import cell_by_id, read, source_path
+    text = cell_by_id(read(source_path("04_autodiff_engine")), "rules").source
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ")]
+    table = {}
+    for op, _, gradient in rows[1:]:  # rows[0] is the header
+        formulas = dict(re.findall(r"`g([xy]) = ([^`]+)`", gradient))
+        single = re.fullmatch(r"\s*`([^`]+)`\s*", gradient)
+        table[NOTEBOOK_NAMES.get(op.strip(), op.strip())] = formulas or (
+            {"x": single.group(1)} if single else {})
+    return table
+
+
+def test_the_notebook_shows_every_op_of_the_table():
+    table = notebook_rules()
+    assert set(table) == set(OPS) - {"T"}  # .T is the transpose row
+    assert {op for op, formulas in table.items() if not formulas} == PROSE
+
+
+@pytest.mark.parametrize("op", sorted(set(OPS) - {"T"} - PROSE))
+def test_the_notebook_rules_match_torch(op):
+    """Each formula of the notebook's table, evaluated with numpy, gives torch's gradient."""
+    from course_lib.checks.core import torch_reference
+    row, formulas = OPS[op], notebook_rules()[op]
+    assert set(formulas) == set(row.inputs), f"the notebook's {op} row has {sorted(formulas)}"
+    rng = np.random.default_rng(0)
+    draw = {None: normal, "positive": positive, "away": away_from_zero,
+            "denominator": away_from_zero}
+    shapes = SHAPES.get(op) or SHAPES["binary" if len(row.inputs) == 2 else "unary"]
+    args = [draw[row.domain.get(i)](rng, shape) for i, shape in enumerate(shapes)]
+    params = PARAMS.get(op, {})
+    out, g, expected = torch_reference(lambda *a: row.twin(*a, **params), args,
+                                       range(len(args)), rng=None)
+    for name, value, want in zip(row.inputs, args, expected):
+        env = dict(zip(row.inputs, args), g=g, out=out, s=out, np=np, unbroadcast=unbroadcast,
+                   **params)
+        got = eval(formulas[name], env)  # noqa: S307 (the course's own notebook text)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=f"g{name} of {op}")

@@ -35,6 +35,7 @@ from course_lib.channel.wire import Unsupported
 
 RTOL, ATOL = 1e-6, 1e-8          # analytic gradients against torch
 FD_RTOL, FD_ATOL = 1e-4, 1e-6    # finite differences
+SYMBOLIC_RTOL, SYMBOLIC_ATOL = 1e-8, 1e-10  # sympy answers, both sides with 30 digits
 
 
 class GradeError(AssertionError):
@@ -270,23 +271,45 @@ def call_vjp(f, inputs: dict, g, n_grads: int):
 
 # ---- torch references (run outside student code) --------------------------------------------
 
-def torch_vjp(torch_f, inputs: dict, grads, *, g=None, rng=None):
-    """Evaluate `torch_f` in float64 and its VJP with a random (or given) cotangent."""
+def torch_reference(torch_f, args, wrt=(), g=None, rng=None):
+    """`torch_f(*args)` in float64 and its VJP: `(out, g, grads)`, all numpy.
+
+    A float array in `args` becomes a float64 tensor (requiring grad when its index is in
+    `wrt`), an integer array an int64 tensor; a Python number stays one. `g` is the cotangent
+    (None: `rng.cotangent`, random); `grads` holds d<out, g>/d args[i] for each i in `wrt`
+    (zeros where out does not depend on it). Every check computes its reference here.
+    """
     import torch
 
-    tensors = {k: torch.tensor(v, dtype=torch.float64 if np.asarray(v).dtype.kind == "f"
-                               else torch.int64, requires_grad=k in grads)
-               for k, v in inputs.items()}
-    out = torch_f(*tensors.values())
-    shape = tuple(out.shape)
+    def tensor(i, v):
+        if i not in wrt and not isinstance(v, (np.ndarray, np.generic)):
+            return v
+        kind = np.asarray(v).dtype.kind
+        return torch.tensor(np.asarray(v), dtype=torch.float64 if kind == "f" else torch.int64,
+                            requires_grad=i in wrt)
+
+    tensors = [tensor(i, v) for i, v in enumerate(args)]
+    out = torch_f(*tensors)
     if g is None:
-        g = rng.cotangent(shape) if rng is not None else np.random.default_rng(0).standard_normal(shape)
-    wrt = [tensors[k] for k in grads]
-    got = torch.autograd.grad(out, wrt, grad_outputs=torch.as_tensor(g, dtype=torch.float64),
-                              allow_unused=True)
-    expected = [np.zeros(tensors[k].shape) if v is None else v.detach().numpy()
-                for k, v in zip(grads, got)]
-    return {"out": out.detach().numpy(), "g": g}, expected
+        g = rng.cotangent(tuple(out.shape)) if rng is not None else \
+            np.random.default_rng(0).standard_normal(tuple(out.shape))
+    grads = []
+    if wrt:
+        # <out, g> as a scalar, not grad_outputs=g: the same numbers, and torch does not import
+        # its symbolic-shape machinery (and sympy) on the first call, which costs seconds
+        total = (out * torch.as_tensor(np.asarray(g, dtype=np.float64))).sum()
+        got = torch.autograd.grad(total, [tensors[i] for i in wrt], allow_unused=True)
+        grads = [np.zeros(tensors[i].shape) if v is None else v.detach().numpy()
+                 for i, v in zip(wrt, got)]
+    return out.detach().numpy(), g, grads
+
+
+def torch_vjp(torch_f, inputs: dict, grads, *, g=None, rng=None):
+    """`torch_reference` with named inputs: `({"out": out, "g": g}, [gradient per name])`."""
+    names = list(inputs)
+    out, g, expected = torch_reference(torch_f, [np.asarray(v) for v in inputs.values()],
+                                       [names.index(k) for k in grads], g=g, rng=rng)
+    return {"out": out, "g": g}, expected
 
 
 def check_vjp_result(name, got, out, expected, inputs, grads, hints, rtol=RTOL, atol=ATOL):
@@ -410,18 +433,26 @@ def value_hint(r, e, context=None):
     """Recognise the usual mistakes: a sign, a factor 2 or N, a transpose."""
     if r.ndim == 2 and r.shape[0] == r.shape[1] and r.shape[0] > 1 and np.allclose(r, e.T):
         return "this is the transpose of the right answer: check the order of a matrix product."
-    denom = float(np.vdot(e, e))
-    if denom > 0:
-        c = float(np.vdot(r, e)) / denom
-        if np.allclose(r, c * e, rtol=1e-5, atol=1e-10 * max(1.0, np.abs(e).max())):
-            return _factor_hint(c, context)
+    c = constant_factor(r, e)
+    if c is not None:
+        return factor_hint(c, context)
     if np.all(r == 0):
         return "all zeros: is the upstream gradient g multiplied in, and does the mask or " \
                "derivative point the right way?"
     return None
 
 
-def _factor_hint(c, context):
+def constant_factor(r, e):
+    """c when r = c * e everywhere (r and e of the same shape, e not all zeros); else None."""
+    denom = float(np.vdot(e, e))
+    if denom == 0:
+        return None
+    c = float(np.vdot(r, e)) / denom
+    return c if np.allclose(r, c * e, rtol=1e-5, atol=1e-10 * max(1.0, np.abs(e).max())) else None
+
+
+def factor_hint(c, context=None):
+    """The usual reasons for a result off by the factor c (a sign, a 2, the N of a mean)."""
     sizes = {int(np.asarray(v).shape[0]) for v in (context or {}).values()
              if np.ndim(v) > 0 and np.asarray(v).shape[0] > 1}
     sizes |= {int(np.size(v)) for v in (context or {}).values() if np.size(v) > 1}

@@ -35,11 +35,13 @@ import numpy as np
 from course_lib import guard
 from course_lib.channel.kernel import describe_exception
 from course_lib.channel.proxy import StudentError
-from course_lib.checks.core import ATOL, RTOL, GradeError, assert_close, student_side
+from course_lib.checks.core import (ATOL, RTOL, GradeError, assert_close, student_side,
+                                    torch_reference)
+from course_lib.rules import OPS, unbroadcast
 
 __all__ = [
-    "OPS", "FIXED_PAIRS", "broadcast_pair", "random_shape", "sum_to_shape",
-    "check_expression", "check_op", "check_broadcasting", "check_construction",
+    "FIXED_PAIRS", "broadcast_pair", "sum_to_shape",
+    "check_tensors", "check_op", "check_broadcasting", "check_construction",
     "check_requires_grad", "check_leaf_rule", "check_reuse", "check_accumulation",
     "check_default_backward",
     "check_deep_chain", "check_cross_entropy", "check_linear", "check_sgd_step",
@@ -63,109 +65,13 @@ RECURSION = ("a recursive function went deeper than Python allows (sys.getrecurs
              "recursion, and do not recurse in backward() either.")
 
 
-# ---- the ops: how to apply each to the student's Tensors and to torch tensors ------------------
-
-def _axes_for_torch(x, axis):
-    return tuple(range(x.ndim)) if axis is None else axis
-
-
-def _torch_reduce(x, method, axis, keepdims):
-    if x.ndim == 0:  # nothing to reduce; torch's dim=() means "all", which is fine too
-        return getattr(x, method)()
-    return getattr(x, method)(dim=_axes_for_torch(x, axis), keepdim=keepdims)
-
-
-def _student_reduce(x, method, axis, keepdims):
-    if axis is None and not keepdims:
-        return getattr(x, method)()
-    if not keepdims:
-        return getattr(x, method)(axis=axis)
-    return getattr(x, method)(axis=axis, keepdims=keepdims)
-
-
-def _reduce_text(method, axis, keepdims):
-    args = [] if axis is None else [f"axis={axis!r}"]
-    args += ["keepdims=True"] if keepdims else []
-    return f"x.{method}({', '.join(args)})"
-
-
-def _reshape_student(x, shape, style):
-    return x.reshape(*shape) if style == "args" else x.reshape(tuple(shape))
-
-
-# name: (number of inputs, text(**params), student(*args, **params), torch(*args, **params),
-#        {input index: domain}, {input name: hint})
-OPS = {
-    "add": (2, lambda: "x + y", lambda x, y: x + y, lambda x, y: x + y, {},
-            {"x": "for out = x + y, dL/dx = unbroadcast(g, x.shape): g summed over the axes "
-                  "where x was broadcast.",
-             "y": "for out = x + y, dL/dy = unbroadcast(g, y.shape): g summed over the axes "
-                  "where y was broadcast."}),
-    "sub": (2, lambda: "x - y", lambda x, y: x - y, lambda x, y: x - y, {},
-            {"x": "for out = x - y, dL/dx = unbroadcast(g, x.shape).",
-             "y": "for out = x - y, dL/dy = -unbroadcast(g, y.shape) (note the minus sign)."}),
-    "mul": (2, lambda: "x * y", lambda x, y: x * y, lambda x, y: x * y, {},
-            {"x": "for out = x * y, dL/dx = unbroadcast(g * y, x.shape).",
-             "y": "for out = x * y, dL/dy = unbroadcast(g * x, y.shape)."}),
-    "truediv": (2, lambda: "x / y", lambda x, y: x / y, lambda x, y: x / y, {1: "denominator"},
-                {"x": "for out = x / y, dL/dx = unbroadcast(g / y, x.shape).",
-                 "y": "for out = x / y, d(x/y)/dy = -x / y**2 (a minus sign AND a square), so "
-                      "dL/dy = unbroadcast(-g * x / y**2, y.shape)."}),
-    "matmul": (2, lambda: "x @ y", lambda x, y: x @ y, lambda x, y: x @ y, {},
-               {"x": "for out = x @ y with x (n, k), y (k, m) and g (n, m): dL/dx = g @ y.T, "
-                     "of shape (n, k).",
-                "y": "for out = x @ y with x (n, k), y (k, m) and g (n, m): dL/dy = x.T @ g, "
-                     "of shape (k, m)."}),
-    "neg": (1, lambda: "-x", lambda x: -x, lambda x: -x, {}, {"x": "d(-x)/dx = -1: return -g."}),
-    "pow": (1, lambda p: f"x ** {p!r}", lambda x, p: x ** p, lambda x, p: x ** p, {},
-            {"x": "d(x**p)/dx = p * x**(p - 1): dL/dx = g * p * x**(p - 1)."}),
-    "exp": (1, lambda: "x.exp()", lambda x: x.exp(), lambda x: x.exp(), {},
-            {"x": "d(e**x)/dx = e**x, the output itself: dL/dx = g * out."}),
-    "log": (1, lambda: "x.log()", lambda x: x.log(), lambda x: x.log(), {0: "positive"},
-            {"x": "d(log x)/dx = 1 / x: dL/dx = g / x."}),
-    "relu": (1, lambda: "x.relu()", lambda x: x.relu(), lambda x: x.relu(), {0: "away"},
-             {"x": "d relu(x)/dx = 1 where x > 0 and 0 elsewhere: dL/dx = g * (x > 0)."}),
-    "sigmoid": (1, lambda: "x.sigmoid()", lambda x: x.sigmoid(), lambda x: x.sigmoid(), {},
-                {"x": "d sigmoid(x)/dx = s * (1 - s) with s = sigmoid(x); compute s without "
-                      "overflow, e.g. s = 0.5 * (1 + tanh(x / 2))."}),
-    "tanh": (1, lambda: "x.tanh()", lambda x: x.tanh(), lambda x: x.tanh(), {},
-             {"x": "d tanh(x)/dx = 1 - tanh(x)**2: dL/dx = g * (1 - out**2)."}),
-    "sum": (1, lambda axis=None, keepdims=False: _reduce_text("sum", axis, keepdims),
-            lambda x, axis=None, keepdims=False: _student_reduce(x, "sum", axis, keepdims),
-            lambda x, axis=None, keepdims=False: _torch_reduce(x, "sum", axis, keepdims), {},
-            {"x": "each input element is added once into the sum, so dL/dx copies g back along "
-                  "the summed axes: when keepdims=False, first give g back the summed axes with "
-                  "size 1 (np.expand_dims(g, axis); axis may be an int, a negative int, a tuple "
-                  "or None), then broadcast it to x.shape."}),
-    "mean": (1, lambda axis=None, keepdims=False: _reduce_text("mean", axis, keepdims),
-             lambda x, axis=None, keepdims=False: _student_reduce(x, "mean", axis, keepdims),
-             lambda x, axis=None, keepdims=False: _torch_reduce(x, "mean", axis, keepdims), {},
-             {"x": "mean = sum / n, where n is how many elements each output averages (the "
-                   "product of the reduced axes' sizes): dL/dx is the gradient of sum divided "
-                   "by n."}),
-    "reshape": (1, lambda shape, style="args": (f"x.reshape{tuple(shape)!r}" if style == "args"
-                                               else f"x.reshape({tuple(shape)!r})"),
-                lambda x, shape, style="args": _reshape_student(x, shape, style),
-                lambda x, shape, style="args": x.reshape(tuple(shape)), {},
-                {"x": "reshape moves no value: dL/dx = g.reshape(x.shape). Accept both "
-                      "reshape(2, 3) and reshape((2, 3)), with -1 for one axis."}),
-    "transpose": (1, lambda: "x.transpose()", lambda x: x.transpose(), lambda x: x.t(), {},
-                  {"x": "x.T moves x[i, j] to out[j, i], so dL/dx = g.T."}),
-    "T": (1, lambda: "x.T", lambda x: x.T, lambda x: x.t(), {},
-          {"x": "x.T moves x[i, j] to out[j, i], so dL/dx = g.T."}),
-}
+# ---- inputs ------------------------------------------------------------------------------------
 
 FIXED_PAIRS = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((2, 3), ()), ((), (2, 3)), ((4,), (3, 4)),
                ((3, 4), (4,)), ((2, 1, 3), (4, 1)), ((1, 1), (1,)), ((5, 1), (5, 2))]
 
 _KIND_CYCLE = [("tensor", "tensor"), ("tensor", "array"), ("array", "tensor"),
                ("const", "tensor"), ("tensor", "const"), ("tensor", "tensor")]
-
-
-def random_shape(t, max_dims=3, max_side=4):
-    """A shape of 0 to `max_dims` axes, each side 1 to `max_side` (so `()` and 1s occur)."""
-    ndim = int(t.rng.integers(0, max_dims + 1))
-    return tuple(int(s) for s in t.rng.integers(1, max_side + 1, ndim))
 
 
 def broadcast_pair(t, max_dims=3, max_side=4):
@@ -182,12 +88,9 @@ def broadcast_pair(t, max_dims=3, max_side=4):
 
 
 def sum_to_shape(g, shape):
-    """Sum `g` down to `shape` (the course's unbroadcast, for test cells; refuses in graded code)."""
+    """`g` summed down to `shape` (unbroadcast, for test cells; refuses in graded code)."""
     guard.refuse("course_lib.checks.engine.sum_to_shape")
-    g = np.asarray(g, dtype=np.float64)
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1)
-    return g.sum(axis=axes, keepdims=True).reshape(shape)
+    return unbroadcast(np.array(g, dtype=np.float64), tuple(shape))
 
 
 def _draw(t, shape, domain, scale=1.0):
@@ -269,18 +172,6 @@ def _grad_missing(label, name):
 
 # ---- the general probe: any expression of Tensors against the same expression in torch -------
 
-def _torch_vjp(out, leaves, g):
-    """d(sum(out * g))/d(leaves): the VJP with cotangent g (exactly, as d(out * g)/d out = g).
-
-    Reducing to a scalar first keeps torch from importing its symbolic-shape machinery (and
-    sympy) on the first call with `grad_outputs`, which costs seconds.
-    """
-    import torch
-
-    total = (out * torch.as_tensor(np.asarray(g, dtype=np.float64))).sum()
-    return torch.autograd.grad(total, leaves, allow_unused=True)
-
-
 def _describe_inputs(inputs):
     parts = []
     for name, kind, value in inputs:
@@ -293,30 +184,12 @@ def _describe_inputs(inputs):
 
 
 def _torch_reference(t, torch_f, inputs, g):
-    import torch
-
-    args, leaves = [], []
-    for _, kind, value in inputs:
-        if kind == "tensor":
-            x = torch.tensor(np.asarray(value, dtype=np.float64), requires_grad=True)
-            leaves.append(x)
-        elif kind in ("const", "array"):
-            x = torch.tensor(np.asarray(value, dtype=np.float64))
-        elif kind == "number":
-            x = float(value)
-        elif kind == "labels":
-            x = torch.tensor(np.asarray(value), dtype=torch.int64)
-        else:
-            raise ValueError(f"course bug: unknown input kind {kind!r}")
-        args.append(x)
-    out = torch_f(*args)
-    if g is None:
-        g = t.cotangent(tuple(out.shape))
-    g = np.asarray(g, dtype=np.float64)
-    grads = _torch_vjp(out, leaves, g) if leaves else []
-    expected = [np.zeros(tuple(x.shape)) if gr is None else gr.detach().numpy()
-                for x, gr in zip(leaves, grads)]
-    return out.detach().numpy(), g, expected
+    """torch's output, the cotangent and the gradients of the "tensor" inputs."""
+    args = [float(v) if kind == "number" else np.asarray(v) if kind == "labels"
+            else np.asarray(v, dtype=np.float64) for _, kind, v in inputs]
+    wrt = [i for i, (_, kind, _) in enumerate(inputs) if kind == "tensor"]
+    out, g, grads = torch_reference(torch_f, args, wrt, g, rng=t)
+    return out, np.asarray(g, dtype=np.float64), grads
 
 
 def _build(Tensor, inputs):
@@ -366,13 +239,13 @@ def _forward_backward(Tensor, f, inputs, g):
 
 def op_forward_backward(Tensor, op, params, inputs, g):
     """(Where the Tensor lives) one op of `OPS` forward and backward: one request, not ten."""
-    student = OPS[op][2]
-    return _attempt(lambda: _forward_backward(Tensor, lambda *a: student(*a, **params),
+    apply = OPS[op].apply
+    return _attempt(lambda: _forward_backward(Tensor, lambda *a: apply(*a, **params),
                                               [tuple(i) for i in inputs], g))
 
 
-def check_expression(t, Tensor, f, torch_f, inputs, *, text, objects=(), hint=None,
-                     hints=None, g=None, rtol=RTOL, atol=ATOL, op=None):
+def check_tensors(t, Tensor, f, torch_f, inputs, *, text, objects=(), hint=None, hints=None,
+                  g=None, rtol=RTOL, atol=ATOL, op=None):
     """`f(*args)` on the student's Tensors against `torch_f(*args)` on torch float64 tensors.
 
     `inputs` is a list of `(name, kind, value)`; kind is "tensor" (requires grad: its `.grad`
@@ -422,20 +295,19 @@ def check_op(t, Tensor, op, shapes=None, *, kinds=None, scale=1.0, domains=None,
     E.g. `check_op(t, Tensor, "mul", ((3, 1), (4,)), kinds=("tensor", "array"))` or
     `check_op(t, Tensor, "sum", ((2, 3),), axis=-1, keepdims=True)`.
     """
-    n, text, student, torch_f, op_domains, hints = OPS[op]
-    shapes = shapes or [(3, 4)] * n
-    kinds = kinds or ("tensor",) * n
-    domains = {**op_domains, **(domains or {})}
-    names = ["x", "y"][:n]
+    row = OPS[op]
+    names = row.inputs
+    shapes = shapes or [(3, 4)] * len(names)
+    kinds = kinds or ("tensor",) * len(names)
+    domains = {**row.domain, **(domains or {})}
     inputs = []
     for i, (name, kind, shape) in enumerate(zip(names, kinds, shapes)):
         value = _draw(t, () if kind == "number" else tuple(shape), domains.get(i), scale)
         inputs.append((name, kind, float(value) if kind == "number" else value))
-    label = text(**params)
-    check_expression(t, Tensor, lambda *a: student(*a, **params),
-                     lambda *a: torch_f(*a, **params), inputs, text=label,
-                     hints={k: v for k, v in hints.items() if k in names}, op=(op, params),
-                     hint=_reflected_hint(op, kinds, label))
+    label = row.describe(**params)
+    check_tensors(t, Tensor, lambda *a: row.apply(*a, **params),
+                  lambda *a: row.twin(*a, **params), inputs, text=label, hints=row.hints,
+                  op=(op, params), hint=_reflected_hint(op, kinds, label))
 
 
 def _reflected_hint(op, kinds, label):
@@ -546,8 +418,8 @@ def check_leaf_rule(t, Tensor):
     for name in ("a", "c"):
         if got[name] is None:
             raise _grad_missing(label, name)
-    _compare(got["a"], g * y, f"{label}: a.grad", hint=OPS["mul"][5]["x"])
-    _compare(got["c"], g.sum(axis=0), f"{label}: c.grad", hint=OPS["add"][5]["y"])
+    _compare(got["a"], g * y, f"{label}: a.grad", hint=OPS["mul"].hints["x"])
+    _compare(got["c"], g.sum(axis=0), f"{label}: c.grad", hint=OPS["add"].hints["y"])
     for name, why in (("b", "b does not require grad (a constant)"),
                       ("h", "h is an intermediate result, not a leaf"),
                       ("out", "out is the output, an intermediate result too")):
@@ -572,26 +444,24 @@ def check_reuse(t, Tensor, shape=(3,)):
         h = x * y
         return h * h + h
 
-    check_expression(t, Tensor, lambda x: x * x + x, lambda x: x * x + x,
-                     [("x", "tensor", x)], text="x * x + x",
-                     hint="x is used three times here, so dL/dx = (2x + 1) * g adds three "
-                          "contributions. " + ACCUMULATE)
-    check_expression(t, Tensor, interior, interior, [("x", "tensor", x), ("y", "tensor", y)],
-                     text="h = x * y; h * h + h",
-                     hint="the intermediate h is used three times: its gradient must be the sum "
-                          "of all three before it is passed on to x and y, so process a node only "
-                          "after every node that uses it (reverse topological order). "
-                          + ACCUMULATE)
-    check_expression(t, Tensor, lambda x, y: (x + y) * (x * y), lambda x, y: (x + y) * (x * y),
-                     [("x", "tensor", x), ("y", "tensor", y)], text="(x + y) * (x * y)",
-                     hint="x and y each reach the output along two paths: add the gradients "
-                          "of both paths. " + ACCUMULATE)
+    check_tensors(t, Tensor, lambda x: x * x + x, lambda x: x * x + x,
+                  [("x", "tensor", x)], text="x * x + x",
+                  hint="x is used three times here, so dL/dx = (2x + 1) * g adds three "
+                       "contributions. " + ACCUMULATE)
+    check_tensors(t, Tensor, interior, interior, [("x", "tensor", x), ("y", "tensor", y)],
+                  text="h = x * y; h * h + h",
+                  hint="the intermediate h is used three times: its gradient must be the sum "
+                       "of all three before it is passed on to x and y, so process a node "
+                       "only after every node that uses it (reverse topological order). "
+                       + ACCUMULATE)
+    check_tensors(t, Tensor, lambda x, y: (x + y) * (x * y), lambda x, y: (x + y) * (x * y),
+                  [("x", "tensor", x), ("y", "tensor", y)], text="(x + y) * (x * y)",
+                  hint="x and y each reach the output along two paths: add the gradients "
+                       "of both paths. " + ACCUMULATE)
 
 
 def check_accumulation(t, Tensor, shape_x=(2, 3), shape_z=(2, 3)):
     """Repeated backward() on fresh graphs adds into .grad (as torch does); .grad = None resets."""
-    import torch
-
     x, z = t.randn(*shape_x), t.randn(*shape_z)
     out_shape = np.broadcast_shapes(shape_x, shape_z)
     g1, g2, g3 = (t.cotangent(out_shape) for _ in range(3))
@@ -614,8 +484,7 @@ def check_accumulation(t, Tensor, shape_x=(2, 3), shape_z=(2, 3)):
         return {"first": first, "second": second, "third": third}
 
     def grads(f, g):
-        xt, zt = (torch.tensor(v, requires_grad=True) for v in (x, z))
-        return [v.numpy() for v in _torch_vjp(f(xt, zt), (xt, zt), g)]
+        return torch_reference(f, (x, z), (0, 1), g)[2]
 
     e1, e2, e3 = grads(f1, g1), grads(f2, g2), grads(f1, g3)
     label = (f"repeated backward() with x of shape {shape_x} and z of shape {shape_z} "
@@ -736,16 +605,13 @@ def check_cross_entropy(t, Tensor, cross_entropy, n=4, c=3, scale=1.0):
             "Its gradient is (softmax(logits) - onehot(labels)) / N. For large logits, subtract "
             "each row's max (as a constant, e.g. logits - logits.data.max(axis=1, "
             "keepdims=True)) before exp: softmax does not change, nothing overflows.")
-    check_expression(t, Tensor, lambda z, y: cross_entropy(z, y),
-                     lambda z, y: F.cross_entropy(z, y), [("logits", "tensor", logits),
-                                                          ("labels", "labels", labels)],
-                     text="cross_entropy(logits, labels)", objects=(cross_entropy,), hint=hint)
+    check_tensors(t, Tensor, lambda z, y: cross_entropy(z, y), lambda z, y: F.cross_entropy(z, y),
+                  [("logits", "tensor", logits), ("labels", "labels", labels)],
+                  text="cross_entropy(logits, labels)", objects=(cross_entropy,), hint=hint)
 
 
 def check_linear(t, Tensor, Linear, n=5, d_in=3, d_out=2, *, input_grad=True):
     """Linear(d_in, d_out): W (d_in, d_out), b (d_out,) requiring grad; x @ W + b; gradients."""
-    import torch
-
     X = t.randn(n, d_in)
     G = t.cotangent((n, d_out))
 
@@ -792,11 +658,8 @@ def check_linear(t, Tensor, Linear, n=5, d_in=3, d_out=2, *, input_grad=True):
     if got["params_ok"] is not True or got["n_params"] != 2:
         raise GradeError(f"{label}: parameters() must return a list of the two Tensors "
                          f"layer.W and layer.b themselves (it returned {got['n_params']} items).")
-    Wt, bt = torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)
-    xt = torch.tensor(X, requires_grad=True)
-    out = xt @ Wt + bt
-    expected = _torch_vjp(out, (xt, Wt, bt), G)
-    _compare(got["out"], out.detach().numpy(), f"{label}: layer(x).data (with your W and b)",
+    out, _, expected = torch_reference(lambda x, W, b: x @ W + b, (X, W, b), (0, 1, 2), G)
+    _compare(got["out"], out, f"{label}: layer(x).data (with your W and b)",
              hint="__call__(x) returns x @ self.W + self.b.")
     wanted = [("gW", "W", expected[1]), ("gb", "b", expected[2])]
     if input_grad:
@@ -804,9 +667,9 @@ def check_linear(t, Tensor, Linear, n=5, d_in=3, d_out=2, *, input_grad=True):
     for key, name, e in wanted:
         if got[key] is None:
             raise _grad_missing(label, name)
-        _compare(got[key], e.numpy(), f"{label}: {name}.grad after layer(x).backward(g)",
-                 hint=OPS["matmul"][5]["y" if name == "W" else "x"] if name != "b" else
-                 OPS["add"][5]["y"])
+        _compare(got[key], e, f"{label}: {name}.grad after layer(x).backward(g)",
+                 hint=OPS["matmul"].hints["y" if name == "W" else "x"] if name != "b" else
+                 OPS["add"].hints["y"])
 
 
 def check_sgd_step(t, Tensor, sgd_step, shapes=((3, 2), (2,))):
@@ -837,8 +700,6 @@ def check_sgd_step(t, Tensor, sgd_step, shapes=((3, 2), (2,))):
 
 def check_training(t, Tensor, Linear, sgd_step, n=64, d=3, steps=25, lr=0.1):
     """A Linear layer fit to y = X w + c by sgd_step on the mean squared error: the loss falls."""
-    import torch
-
     X = t.randn(n, d)
     y = X @ t.randn(d, 1) + float(t.uniform(-1.0, 1.0)) + 0.01 * t.randn(n, 1)
 
@@ -853,11 +714,10 @@ def check_training(t, Tensor, Linear, sgd_step, n=64, d=3, steps=25, lr=0.1):
     if W0.shape != (d, 1) or b0.shape != (1,):
         raise GradeError(f"{label}: W and b have shapes {W0.shape} and {b0.shape}, expected "
                          f"{(d, 1)} and (1,).")
-    Wt, bt = torch.tensor(W0, requires_grad=True), torch.tensor(b0, requires_grad=True)
-    loss = ((torch.tensor(X) @ Wt + bt - torch.tensor(y)) ** 2).mean()
-    gW, gb = (v.numpy() for v in torch.autograd.grad(loss, (Wt, bt)))
+    loss, _, (gW, gb) = torch_reference(lambda W, b, X, y: ((X @ W + b - y) ** 2).mean(),
+                                        (W0, b0, X, y), (0, 1), 1.0)
     losses = got["losses"]
-    _compare(np.asarray(losses[0]), loss.item(), f"{label}: the first loss")
+    _compare(np.asarray(losses[0]), float(loss), f"{label}: the first loss")
     for key, name, e in (("gW0", "W", gW), ("gb0", "b", gb)):
         if got[key] is None:
             raise _grad_missing(label, name)
@@ -916,8 +776,8 @@ def probe_step(t, Tensor, step):
         check_op(t, Tensor, "mul", ((2, 3), (3,)), kinds=("tensor", "array"))
         check_op(t, Tensor, "mul", ((), (2, 3)), kinds=("number", "tensor"))
         x = t.randn(3)
-        check_expression(t, Tensor, lambda x: x * x + x, lambda x: x * x + x,
-                         [("x", "tensor", x)], text="x * x + x", hint=ACCUMULATE)
+        check_tensors(t, Tensor, lambda x: x * x + x, lambda x: x * x + x,
+                      [("x", "tensor", x)], text="x * x + x", hint=ACCUMULATE)
     elif step == "b":
         check_op(t, Tensor, "sub", ((2, 3), (3,)))
         check_op(t, Tensor, "sub", ((), (2, 3)), kinds=("number", "tensor"))

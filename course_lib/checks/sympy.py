@@ -29,9 +29,10 @@ import types
 import numpy as np
 import sympy
 
-from course_lib.checks.core import GradeError, student_side
+from course_lib.checks.core import SYMBOLIC_ATOL as ATOL
+from course_lib.checks.core import SYMBOLIC_RTOL as RTOL
+from course_lib.checks.core import GradeError, constant_factor, factor_hint, student_side
 
-RTOL, ATOL = 1e-8, 1e-10   # both sides are evaluated with 30 significant digits
 DIGITS = 30
 MAX_DRAWS = 200            # attempts to find points where the reference is finite
 
@@ -239,56 +240,57 @@ def probe_value(value, names, pts, matrix):
 
 # ---- the grader side (runs outside t.run; trusts nothing in `got`) -------------------------
 
+# what the learner's answer is, when it is not what the test wants -> what to tell them
+# (str.format fields: name, what, detail, example, extra, allowed, hint, at)
+NOT_AN_ANSWER = {
+    "undefined": "`{name}` is not defined: run the cell where you define it ({name} = ...).",
+    "none": "`{name}` is None: define it as {what}, e.g. {name} = {example}",
+    "str": "`{name}` is the string {detail!r}: write {what} instead, without quotes, built from "
+           "the sympy symbols defined above (e.g. 2*x, not '2*x').",
+    "function": "`{name}` is a Python function: define it as {what} (a formula in the symbols, "
+                "e.g. 2*x), not as a function (def or lambda).",
+    "class": "`{name}` is the class or function `{detail}` itself, not applied to anything: "
+             "write e.g. sympy.cos(u), not sympy.cos.",
+    "matrix": "`{name}` is a matrix, but this answer is a single (scalar) sympy expression.",
+    "scalar": "`{name}` is a single expression, but this answer is a matrix: build it with "
+              "sympy.Matrix([...]) (for a Jacobian: sympy.Matrix([f1, f2, ...]).jacobian([x1, "
+              "x2, ...])).",
+    "array_rank": "`{name}` is a {detail}-dimensional array; a Jacobian is a 2-D matrix (rows: "
+                  "outputs, columns: inputs).",
+    "symbols": "`{name}` uses the symbol(s) {extra}, but it should be written in {allowed} "
+               "only.{hint}",
+    "not_number": "`{name}` does not evaluate to a number when its symbols get values{at}: does "
+                  "it contain an undefined function (sympy.Function) or an integral sympy "
+                  "cannot evaluate?",
+    "error": "`{name}` could not be evaluated: {detail}",
+    "other": "`{name}` is {article}: define it as {what}.",
+}
+
+
+def _not_an_answer(got, kind, name, matrix, names, symbols_hint):
+    """The message for a learner's answer of `kind` (what the kernel recorded in `got`)."""
+    detail = got.get("detail") if isinstance(got.get("detail"), str) else ""
+    extra = got.get("extra") if isinstance(got.get("extra"), list) else []
+    at = got.get("at")
+    fields = dict(
+        name=name, detail=detail, article=_article(detail or kind),
+        what="a sympy Matrix" if matrix else "a sympy expression",
+        example=("sympy.Matrix([...]).jacobian([...])." if matrix else
+                 "sympy.diff(...) or a formula built from the symbols above."),
+        extra=", ".join(str(e)[:40] for e in extra[:10]) or "?",
+        allowed=", ".join(names) if names else "no symbols (it is a constant)",
+        hint=f" Hint: {symbols_hint}" if symbols_hint else "",
+        at=f" (point {at})" if isinstance(at, int) else "")
+    return NOT_AN_ANSWER.get(kind, NOT_AN_ANSWER["other"]).format(**fields)
+
+
 def _validated(got, name, n_points, matrix, names=(), symbols_hint=None):
     """Turn the recorded data into a checked record, or raise a message for the learner."""
     if not isinstance(got, dict) or not isinstance(got.get("kind"), str):
         raise GradeError(f"`{name}`: the recorded result is malformed.")
     kind = got["kind"]
-    detail = got.get("detail") if isinstance(got.get("detail"), str) else ""
-    what = "a sympy Matrix" if matrix else "a sympy expression"
-    if kind == "undefined":
-        raise GradeError(f"`{name}` is not defined: run the cell where you define it "
-                         f"({name} = ...).")
-    if kind == "none":
-        raise GradeError(f"`{name}` is None: define it as {what}, e.g. {name} = "
-                         + ("sympy.Matrix([...]).jacobian([...])." if matrix else
-                            "sympy.diff(...) or a formula built from the symbols above."))
-    if kind == "str":
-        raise GradeError(f"`{name}` is the string {detail!r}: write {what} instead, without "
-                         "quotes, built from the sympy symbols defined above (e.g. 2*x, not "
-                         "'2*x').")
-    if kind == "function":
-        raise GradeError(f"`{name}` is a Python function: define it as {what} (a formula in "
-                         "the symbols, e.g. 2*x), not as a function (def or lambda).")
-    if kind == "class":
-        raise GradeError(f"`{name}` is the class or function `{detail}` itself, not applied to "
-                         "anything: write e.g. sympy.cos(u), not sympy.cos.")
-    if kind == "matrix" and not matrix:
-        raise GradeError(f"`{name}` is a matrix, but this answer is a single (scalar) sympy "
-                         "expression.")
-    if kind == "scalar":
-        raise GradeError(f"`{name}` is a single expression, but this answer is a matrix: "
-                         "build it with sympy.Matrix([...]) (for a Jacobian: "
-                         "sympy.Matrix([f1, f2, ...]).jacobian([x1, x2, ...])).")
-    if kind == "array_rank":
-        raise GradeError(f"`{name}` is a {detail}-dimensional array; a Jacobian is a 2-D "
-                         "matrix (rows: outputs, columns: inputs).")
-    if kind == "symbols":
-        extra = got.get("extra") if isinstance(got.get("extra"), list) else []
-        extra = ", ".join(str(e)[:40] for e in extra[:10]) or "?"
-        allowed = ", ".join(names) if names else "no symbols (it is a constant)"
-        raise GradeError(f"`{name}` uses the symbol(s) {extra}, but it should be written in "
-                         f"{allowed} only." + (f" Hint: {symbols_hint}" if symbols_hint else ""))
-    if kind == "not_number":
-        at = got.get("at")
-        raise GradeError(f"`{name}` does not evaluate to a number when its symbols get values"
-                         f"{' (point ' + str(at) + ')' if isinstance(at, int) else ''}: does "
-                         "it contain an undefined function (sympy.Function) or an integral "
-                         "sympy cannot evaluate?")
-    if kind == "error":
-        raise GradeError(f"`{name}` could not be evaluated: {detail}")
-    if kind not in ("expr", "number", "matrix"):
-        raise GradeError(f"`{name}` is {_article(detail or kind)}: define it as {what}.")
+    if kind not in (("matrix",) if matrix else ("expr", "number")):
+        raise GradeError(_not_an_answer(got, kind, name, matrix, names, symbols_hint))
     values = got.get("values")
     try:
         values = np.asarray(values, dtype=np.float64)
@@ -332,20 +334,10 @@ def _mistake_message(r, pts, names, mistakes, rtol, atol):
 
 def _factor_message(r, e):
     """A sign flip, a constant factor or zeros, recognised across all points."""
-    if not np.all(np.isfinite(r)):
-        return None
-    denom = float(np.vdot(e, e))
     if np.all(r == 0):
         return "your answer is 0 at every point."
-    if denom == 0 or r.size < 2:
-        return None
-    c = float(np.vdot(r, e)) / denom
-    if not np.allclose(r, c * e, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(e).max()))):
-        return None
-    if abs(c + 1) < 1e-6:
-        return "the sign is flipped."
-    return (f"your answer is {c:.6g} times the right one at every point: a constant factor "
-            "is missing or extra (the 2 of d/dx x**2 = 2x, the 3 of d/dx e^(3x) = 3e^(3x)?).")
+    c = constant_factor(r, e) if r.size > 1 and np.all(np.isfinite(r)) else None
+    return None if c is None else factor_hint(c)
 
 
 def _check_scalar_values(record, expected, pts, names, name, rtol, atol, mistakes, hint):
