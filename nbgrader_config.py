@@ -21,10 +21,12 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Deleted or edited test cells come back at grading; ours also handles a deleted test cell
 # that follows a locked markdown cell (nbgrader 0.9.6 raises KeyError there).
 c.OverwriteCells.add_missing_cells = True
-# Feedback (`course feedback`, `nbgrader generate_feedback`, the formgrader's button): hidden
-# test regions removed, student markdown sanitized, outputs after a hidden test left out.
+# Feedback (`course feedback`, `nbgrader generate_feedback`, the formgrader's button): questions
+# named, hidden test regions removed, student markdown sanitized with formulas as MathML,
+# outputs after a hidden test left out; the page template (set below) wraps messages.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
+    "course_lib.grading.preprocessors.NameQuestions",
     "course_lib.grading.preprocessors.HideHiddenTests",
     "course_lib.grading.preprocessors.SanitizeMarkdown",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
@@ -53,8 +55,12 @@ c.FileNameCollectorPlugin.named_regexp = (
 # `nbgrader autograde` never deletes results of a notebook it cannot find under its name, and
 # the formgrader's Autograde button (unsandboxed) is refused with a pointer to `course grade`.
 try:
-    from course_lib.grading import nbgrader_safety
+    from course_lib.grading import feedback, nbgrader_safety
 except ImportError:  # an environment without the course's package: nbgrader as it comes
     pass
 else:
     nbgrader_safety.install()
+    # Feedback pages: the course's template (course_lib/grading/templates/feedback/), in the
+    # place of nbgrader's of the same name.
+    c.HTMLExporter.template_name = feedback.TEMPLATE
+    c.HTMLExporter.extra_template_basedirs = feedback.template_dirs()

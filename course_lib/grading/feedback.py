@@ -9,6 +9,14 @@ import os
 
 from course_lib.grading.course import Course, folders
 
+# nbgrader's API asks for the template "feedback" by name: ours has that name and comes first.
+TEMPLATE = "feedback"
+
+
+def template_dirs() -> list[str]:
+    """Where nbconvert finds the course's feedback template (templates/feedback/)."""
+    return [os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")]
+
 
 def generate(course: Course, assignment: str | None = None, students=None) -> list[str]:
     """Pages through nbgrader's GenerateFeedback, with the preprocessors nbgrader_config.py

@@ -1,12 +1,18 @@
 """nbgrader preprocessors of our own: restore cells, inject trusted verdicts, hide hidden tests."""
 from __future__ import annotations
 
+import re
+
 import nbformat
+import nh3
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, OverwriteCells
 
+from course_lib.grading import mathml
 from course_lib.grading.verdicts import Verdict
 
+HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"  # nbgrader's default delimiter, as the course uses
 HIDDEN_NOTE = "# Hidden tests ran here. Your result is shown below."
 
 
@@ -167,16 +173,69 @@ def is_test_cell(cell) -> bool:
     return utils.is_grade(cell) and not utils.is_solution(cell) and cell.cell_type == "code"
 
 
+class NameQuestions(NbGraderPreprocessor):
+    """For feedback: each graded cell is named after the heading it sits under ("2.4 Exercise 3 ·
+    linear_regression_grads") and, for test cells, whether its tests were visible or hidden, so
+    the page's header lists questions instead of nbgrader's "Test cell". Runs before the hidden
+    regions are removed and the markdown is rendered."""
+
+    def preprocess(self, nb, resources):
+        heading = None
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                heading = _last_heading(cell.source) or heading
+            elif utils.is_grade(cell):
+                name = heading or utils.to_dict(cell.metadata)["nbgrader"]["grade_id"]
+                if is_test_cell(cell):
+                    kind = "hidden" if HIDDEN_BEGIN in cell.source else "visible"
+                    name = f"{name} · {kind} tests"
+                cell.metadata.setdefault("course", {})["question"] = name
+        return nb, resources
+
+
+def _last_heading(markdown: str) -> str | None:
+    """The last heading's text, without markup or its "(N points)"."""
+    prose = re.sub(r"^(```|~~~).*?^\1", "", markdown, flags=re.M | re.S)  # not code comments
+    found = re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", prose, re.M)
+    if not found:
+        return None
+    text = re.sub(r"\(\s*\d+(\.\d+)?\s+points?\s*\)", "", found[-1])
+    return re.sub(r"[`*]", "", text).strip() or None  # names keep their underscores
+
+
 class SanitizeMarkdown(NbGraderPreprocessor):
     """For feedback: markdown is rendered here and cleaned by a maintained HTML sanitizer (nh3,
     Ammonia), so a student's cell keeps its text, formulas and hints but no script, event
-    handler or javascript: URL reaches a browser. The page renders the clean HTML as is."""
+    handler or javascript: URL reaches a browser. Formulas become MathML here (mathml.py), so
+    the page needs no MathJax; the page renders the clean HTML as is."""
 
     def preprocess(self, nb, resources):
-        import nh3
-        from nbconvert.filters.markdown_mistune import markdown2html_mistune
         for cell in nb.cells:
             if cell.cell_type == "markdown":
-                cell.source = nh3.clean(markdown2html_mistune(cell.source))
+                cell.source = sanitized_html(cell.source)
                 cell.pop("attachments", None)
+        resources["course_sanitized"] = True  # the template then shows markdown cells as is
         return nb, resources
+
+
+def sanitized_html(markdown: str) -> str:
+    """Markdown to HTML with formulas as MathML, through nh3 with MathML's elements allowed."""
+    html = MarkdownWithMath(renderer=_MathMLRenderer(escape=False)).render(markdown)
+    tags = nh3.ALLOWED_TAGS | mathml.ELEMENTS
+    attributes = dict(nh3.ALLOWED_ATTRIBUTES)
+    for tag in mathml.ELEMENTS:
+        attributes[tag] = mathml.ATTRIBUTES | ({"xmlns"} if tag == "math" else set())
+    return nh3.clean(html, tags=tags, attributes=attributes)
+
+
+class _MathMLRenderer(IPythonRenderer):
+    """nbconvert's renderer, with formulas drawn as MathML instead of left for MathJax."""
+
+    def block_math(self, body):
+        return mathml.to_mathml(body, display=True)
+
+    def inline_math(self, body):
+        return mathml.to_mathml(body, display=False)
+
+    def latex_environment(self, name, body):
+        return mathml.to_mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", display=True)

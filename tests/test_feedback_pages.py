@@ -1,0 +1,97 @@
+"""Feedback pages that read well: messages wrap, the header names each question, formulas
+render with no network (MathML written at generation), and a 1000 px wide Chromium shows the
+hint without sideways scrolling (screenshot under test-artifacts/feedback/)."""
+import os
+import re
+import shutil
+
+import nbformat
+import pytest
+
+import chromium
+from course_lib.grading import feedback, pipeline
+from course_lib.grading.course import Course
+from course_lib.grading.sandbox import bwrap_available
+from harness import REPO, WRONG, source_notebook, submission, submit
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")]
+
+ARTIFACTS = os.path.join(REPO, "test-artifacts", "feedback")
+HINT = ("the gradient of x ** 2 is twice x: look at the power rule, and at which factor your "
+        "function leaves out; every element of the result should be scaled the same way, "
+        "whatever the shape of x")  # long enough to need wrapping at 1000 px
+FORMULA = r"$$\frac{\partial}{\partial x} x^2 = 2x$$"
+
+
+def _notebook(solution=None):
+    """The tiny assignment with a formula in its text and a long hint in its visible test."""
+    nb = submission(WRONG) if solution else source_notebook()
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid == "intro":
+            cell.source = f"# Tiny gradient\n\n## Exercise 1 · `square_grad` (3 points)\n\n{FORMULA}"
+        if gid == "test_square_grad":
+            cell.source = cell.source.replace('what="square_grad"',
+                                              f'what="square_grad", hint={HINT!r}')
+    return nb
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("pages") / "course")
+    os.makedirs(os.path.join(root, "source", "tiny"))
+    nbformat.write(_notebook(), os.path.join(root, "source", "tiny", "tiny.ipynb"))
+    shutil.copy(os.path.join(REPO, "nbgrader_config.py"), root)
+    course = Course(root)
+    assert course.api().generate_assignment("tiny")["success"]
+    submit(course, "bea", "tiny", _notebook(solution=WRONG), name="tiny.ipynb")
+    report = pipeline.grade(course, "tiny", workers=1, sandbox=True, progress=False)
+    assert report.count("failed") == 0, report.summary()
+    [path] = feedback.generate(course, "tiny")
+    with open(path) as f:
+        return path, f.read()
+
+
+def test_the_header_names_each_question(page):
+    _, html = page
+    toc = html.split('id="toc"')[1].split("</ol>")[0]
+    assert "Test cell" not in toc
+    assert re.search(r"Exercise 1 · square_grad.*visible tests", toc, re.S), toc
+    assert re.search(r"Exercise 1 · square_grad.*hidden tests", toc, re.S), toc
+
+
+def test_formulas_render_without_network(page):
+    _, html = page
+    assert "<mfrac>" in html and "$$" not in html
+    assert "mathjax" not in html.lower() and "cdnjs" not in html
+
+
+def test_a_hint_wraps_at_1000_px(page):
+    path, html = page
+    assert "Hint:" in html
+    api = chromium.sync_api()
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with api.sync_playwright() as pw:
+        browser = chromium.launch(pw)
+        try:
+            view = browser.new_page(viewport={"width": 1000, "height": 900})
+            requested = []
+            view.route("http*://**", lambda route: (requested.append(route.request.url),
+                                                     route.abort()))
+            view.goto("file://" + path)
+            hint = view.locator("pre", has_text="Hint:").first
+            hint.scroll_into_view_if_needed()
+            view.screenshot(path=os.path.join(ARTIFACTS, "hint_at_1000px.png"))
+            box = hint.bounding_box()
+            wide = view.evaluate("document.scrollingElement.scrollWidth")
+            scrolls = view.evaluate(
+                "[...document.querySelectorAll('pre, div.output_subarea')]"
+                ".filter(e => e.scrollWidth > e.clientWidth + 1).length")
+            fraction = view.locator("mfrac").first.bounding_box()
+        finally:
+            browser.close()
+    assert requested == []
+    assert wide <= 1000 and scrolls == 0
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 1000
+    assert fraction is not None and fraction["height"] > 20  # drawn as a fraction, not text
