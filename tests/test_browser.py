@@ -12,11 +12,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 
 import pytest
+
+from course_lib.hub.server import wait_http
 
 import chromium
 
@@ -65,19 +65,7 @@ def _write_settings(settings_dir):
 
 
 def _wait_for_server(port, token, proc, timeout=60):
-    url = f"http://127.0.0.1:{port}/api/status?token={token}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("jupyter lab did not answer /api/status in time")
+    wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", proc, "jupyter lab", timeout)
 
 
 def _wait_idle(page, timeout=60_000):

@@ -38,19 +38,23 @@ def start(room: classroom.Classroom, class_file: str, log=None) -> subprocess.Po
 
 
 def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    url = f"http://127.0.0.1:{port}/hub/api/"
+    wait_http(f"http://127.0.0.1:{port}/hub/api/", proc, "jupyterhub", timeout)
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Until `url` answers 200; an error if `proc` (the server) exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"jupyterhub exited early with code {proc.returncode}")
+            raise RuntimeError(f"{what} exited early with code {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             pass
-        time.sleep(0.5)
-    raise RuntimeError(f"jupyterhub did not answer {url} in time")
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not answer {url} in time")
 
 
 def stop(proc: subprocess.Popen) -> None:
