@@ -96,8 +96,8 @@ MISTAKES = [mistake(*row) for row in [
     ("ignores h", "central_difference", CD,
      "return float((f(x + 1e-5) - f(x - 1e-5)) / (2 * 1e-5))", "step h that is passed in"),
     # sigmoid_grad
-    ("s(1+s)", "sigmoid_grad", SIG, "return s * (1 + s)", "s * (1 - s)"),
-    ("sigmoid, not its derivative", "sigmoid_grad", SIG, "return s", "s * (1 - s)"),
+    ("s(1+s)", "sigmoid_grad", SIG, "return s * (1 + s)", "sigmoid(x)"),
+    ("sigmoid, not its derivative", "sigmoid_grad", SIG, "return s", "sigmoid(x)"),
     ("naive exp(-x)/(1+exp(-x))**2 overflows", "sigmoid_grad", SIG,
      "return np.exp(-x) / (1 + np.exp(-x)) ** 2", "overflow"),
     # tanh_grad
@@ -107,7 +107,7 @@ MISTAKES = [mistake(*row) for row in [
      "t = (np.exp(x) - np.exp(-x)) / (np.exp(x) + np.exp(-x))", "overflow"),
     # softmax_ce_grad
     ("y - p", "softmax_ce_grad", CE, "return y - p", "sign"),
-    ("p without y", "softmax_ce_grad", CE, "return p", "p - y"),
+    ("p without y", "softmax_ce_grad", CE, "return p", "softmax"),
     ("unstable softmax", "softmax_ce_grad", "e = np.exp(z - np.max(z))", "e = np.exp(z)",
      "overflow"),
     ("modifies z in place", "softmax_ce_grad", "e = np.exp(z - np.max(z))",

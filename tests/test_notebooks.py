@@ -129,3 +129,12 @@ def test_repository_has_the_fixed_layout():
                   "course_lib", "README.md", "pyproject.toml", "Makefile", "tests", "bench",
                   ".ci/run"):
         assert os.path.exists(os.path.join(REPO, entry)), entry
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_notebook_states_its_points(assignment):
+    nb = read(source_path(assignment))
+    total = sum(c.metadata["nbgrader"]["points"] for c in nb.cells if is_test(c))
+    stated = [c.source for c in nb.cells if c.cell_type == "markdown" and "points" in c.source.lower()
+              and re.search(rf"\b{total:g}\b", c.source)]
+    assert stated, f"{assignment}: no markdown cell states its {total:g} points"

@@ -500,16 +500,20 @@ def compare_table(rows, rtol=RTOL, atol=ATOL, print_fn=print):
 
     Returns True when every row is close, so a notebook can `assert compare_table(...)`.
     """
-    lines = [f"{'name':<12} {'shape':<12} {'exact':<6} {'close':<6} max diff"]
+    lines = [f"{'name':<12} {'shape':<16} {'exact':<6} {'close':<6} max diff"]
     all_close = True
     for name, ours, ref in rows:
         ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(_numpy(ref), dtype=np.float64)
         same_shape = ours.shape == ref.shape
         exact = same_shape and bool(np.array_equal(ours, ref))
         close = same_shape and bool(np.allclose(ours, ref, rtol=rtol, atol=atol))
-        diff = float(np.max(np.abs(ours - ref))) if same_shape and ref.size else float("nan")
+        if same_shape:
+            shape = str(ref.shape)
+            diff = f"{float(np.max(np.abs(ours - ref))):.2e}" if ref.size else "-"
+        else:  # the first thing to fix: say it, rather than a nan
+            shape, diff = f"{ours.shape}!={ref.shape}", "shapes differ"
         all_close &= close
-        lines.append(f"{name:<12} {str(ref.shape):<12} {str(exact):<6} {str(close):<6} {diff:.2e}")
+        lines.append(f"{name:<12} {shape:<16} {str(exact):<6} {str(close):<6} {diff}")
     print_fn("\n".join(lines))
     return all_close
 
