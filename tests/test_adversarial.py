@@ -151,14 +151,14 @@ import gc, inspect, os, sys
 def _everything():
     texts = [str(x) for x in get_ipython().user_ns.get("In", [])]
     texts += [str(f.frame.f_locals)[:5000] for f in inspect.stack()]
-    texts += [o for o in gc.get_objects() if isinstance(o, str) and len(o) > 20]
+    texts += [o[:20000] for o in gc.get_objects() if isinstance(o, str) and len(o) > 20][:20000]
     texts += [f"{k}={v}" for k, v in os.environ.items()]
     kernel_dir = os.path.dirname(sys.argv[sys.argv.index("-f") + 1])
     for top in (os.getcwd(), "/tmp", kernel_dir):
         for root, dirs, files in os.walk(top):
             for name in files:
                 try:
-                    texts.append(open(os.path.join(root, name), errors="replace").read(100000))
+                    texts.append(open(os.path.join(root, name), errors="replace").read(20000))
                 except OSError:
                     pass
     return chr(10).join(texts)
