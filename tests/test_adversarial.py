@@ -151,7 +151,7 @@ import gc, inspect, os, sys
 def _everything():
     texts = [str(x) for x in get_ipython().user_ns.get("In", [])]
     texts += [str(f.frame.f_locals)[:5000] for f in inspect.stack()]
-    texts += [o[:20000] for o in gc.get_objects() if isinstance(o, str) and len(o) > 20][:20000]
+    texts += [o[:5000] for o in gc.get_objects() if isinstance(o, str) and len(o) > 20][:5000]
     texts += [f"{k}={v}" for k, v in os.environ.items()]
     kernel_dir = os.path.dirname(sys.argv[sys.argv.index("-f") + 1])
     for top in (os.getcwd(), "/tmp", kernel_dir):
