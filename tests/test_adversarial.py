@@ -362,8 +362,9 @@ def test_nothing_of_the_tests_reaches_a_kernel_output(graded):
         assert SECRET not in text, name
         for line in hidden_lines:
             assert line not in text, (name, line)
-    assert "RuntimeError" in _outputs(graded["course"].path("autograded", "leak_everything",
-                                                            "tiny", "tiny.ipynb"))
+    # the attack ran: it raised what it gathered (or ran out of memory gathering it)
+    ran = _outputs(graded["course"].path("autograded", "leak_everything", "tiny", "tiny.ipynb"))
+    assert "your code raised RuntimeError" in ran or "your code raised MemoryError" in ran, ran
 
 
 @pytest.mark.parametrize("kind", sorted(GARBAGE))
