@@ -119,3 +119,51 @@ def test_values_survive_the_wire_exactly():
     assert isinstance(back["a"][1], np.float64) and back["a"][2].shape == ()
     assert back["b"][:2] == (1, -2**62) and np.isnan(back["b"][2]) and back["b"][3:5] == (None, "text")
     assert back["b"][5].shape == (0, 3) and back["c"].shape == () and back["c"].dtype == np.int64
+
+
+# A kernel that answers a call by calling back the grader's function without end, each time
+# with a deeper argument: the grader answers what it can decode, refuses the rest, and the
+# test fails within its time, with a reason (no hang, no crash of the grader).
+CALLBACK_FLOOD = r'''
+import json, os, time
+import course_lib.channel.kernel as K
+def serve(folder, session):
+    sent, received = [0], [0]
+    def put(header):
+        with open(os.path.join(folder, "out", f"{session}-{sent[0]}.msg"), "wb") as f:
+            f.write(json.dumps(header).encode() + b"\n")
+        sent[0] += 1
+    def get():
+        path = os.path.join(folder, "in", f"{session}-{received[0]}.msg")
+        while not os.path.exists(path):
+            time.sleep(0.0005)
+        received[0] += 1
+        return open(path, "rb").read()
+    put({"kind": "ready", "buffers": []})
+    get()
+    depth = 1
+    while True:
+        value = {"list": [{"list": []}, {"dict": []}]}
+        for _ in range(depth):
+            value = {"list": [value]}
+        value = {"list": [value, {"dict": []}]}
+        put({"kind": "callback", "callback": 0, "buffers": [], "value": value})
+        if b'"stop"' in get():
+            return
+        depth *= 2
+K.serve = serve
+'''
+
+
+def test_a_callback_flood_from_the_kernel_ends_in_a_refusal():
+    from harness import ChannelKernel
+    kernel = ChannelKernel(CALLBACK_FLOOD)
+    source = ("from course_lib.checks import suite\n"
+              "with suite('test_cd') as t:\n"
+              "    t.run(lambda: central_difference(lambda x: x * x, 1.0), central_difference)\n")
+    try:
+        verdict = kernel.verdict(source, timeout=20)
+    finally:
+        kernel.close()
+    assert not verdict.passed
+    assert "malformed" in verdict.message or "refused" in verdict.message, verdict.message
