@@ -6,6 +6,7 @@ their homes, which `clean` removes. All of it needs root: the hub switches to ea
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pwd
@@ -130,18 +131,35 @@ def environment(room: Classroom) -> str:
     if _usable_by(room.students[0], ours):
         return ours
     venv = ENV_DIR
-    if not _usable_by(room.students[0], os.path.join(venv, "bin")):
+    stamp, wanted = os.path.join(venv, ".installed-from"), _requirements_hash()
+    if not _usable_by(room.students[0], os.path.join(venv, "bin")) or _read(stamp) != wanted:
         python = shutil.which("python3.11", path="/usr/local/bin:/usr/bin:/bin")
         if python is None:
             raise SystemExit("no Python 3.11 that the class accounts can run: install one "
                              "outside /root (apt-get install python3.11-venv)")
         print(f"building {venv} for the class (the project's .venv is not readable by them)")
-        run([python, "-m", "venv", venv])
+        if not os.path.exists(os.path.join(venv, "bin", "pip")):
+            run([python, "-m", "venv", venv])
         run([os.path.join(venv, "bin", "pip"), "install", "--quiet", "-e", REPO])
+        with open(stamp, "w") as f:  # rebuilt when pyproject.toml's dependencies change
+            f.write(wanted)
         if not _usable_by(room.students[0], os.path.join(venv, "bin")):
             raise SystemExit(f"the class accounts cannot import the course from {REPO}: "
                              "every folder above it must be world-executable (chmod o+x)")
     return os.path.join(venv, "bin")
+
+
+def _requirements_hash() -> str:
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _usable_by(user: str, bindir: str) -> bool:
