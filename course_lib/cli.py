@@ -171,6 +171,20 @@ def cmd_extend(args):
           + "; it counts from the next `course grade`")
 
 
+@verb("secret", "say where the grading secret is and how old (never print it); --rotate: a new one")
+def cmd_secret(args):
+    course = _course(args)
+    if args.rotate:
+        path, backup = course.rotate_secret()
+        print(f"wrote a new grading secret to {path} (mode 0600)"
+              + (f"; the old one is kept in {backup} (mode 0600)" if backup else ""))
+        print("grading inputs derive from it: the next `course grade` draws new inputs and runs "
+              "every notebook again (cached runs were dropped)")
+        return 0
+    print(course.secret_status())
+    return 0
+
+
 @verb("demo", "the whole instructor loop on a made-up class, then a score table")
 def cmd_demo(args):
     from course_lib.grading import demo
@@ -271,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--host", action="append", help="a host name or IP address of the "
                            "scheduler or a worker, added to the certificates (repeatable)")
             p.add_argument("--days", type=int, default=365, help="validity in days (365)")
+        if name == "secret":
+            p.add_argument("--rotate", action="store_true", help="make a new secret (after a "
+                           "leak, or at the start of a term); the old one is kept as a backup")
         if name == "walkthrough":
             p.add_argument("--output", default=None, help="folder (default: <root>/walkthrough)")
         if name in ("grade", "demo", "check"):

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 
 from nbgrader.api import Gradebook
 from nbgrader.apps import NbGraderAPI
@@ -17,6 +20,11 @@ CONFIG_FILE = "nbgrader_config.py"
 SECRET_FILE = ".grading_secret"
 SECRET_ENV = "COURSE_GRADING_SECRET"
 WITHDRAWN_FILE = "withdrawn.txt"
+# what `course` and nbgrader write about students, at the course root: owner-only
+PRIVATE_PATHS = (SECRET_FILE, "gradebook.db", "gradebook.db-journal", ".course_cache",
+                 "submitted", "autograded", "feedback", "downloaded", "grades.csv",
+                 "grades_by_student.csv", "grades.png")
+CACHE_RESULTS = os.path.join(".course_cache", "results")
 
 
 def is_course(folder: str) -> bool:
@@ -83,6 +91,19 @@ class Course:
         self.config.CourseDirectory.root = self.root
         self.coursedir = CourseDirectory(config=self.config)
         self.coursedir.root = self.root
+        self.keep_private()
+
+    def keep_private(self) -> None:
+        """Owner-only from the first command: whatever this process writes (umask 077), and
+        the student data already there (an earlier nbgrader command may have left it 0644)."""
+        os.umask(os.umask(0o077) | 0o077)
+        paths = [self.path(p) for p in PRIVATE_PATHS]
+        if self.db_url.startswith("sqlite:///"):
+            paths.append(self.db_url[len("sqlite:///"):])
+        for path in paths:
+            with contextlib.suppress(OSError):
+                if not os.path.islink(path):
+                    os.chmod(path, 0o700 if os.path.isdir(path) else 0o600)
 
     def _load_config(self) -> Config:
         loader = PyFileConfigLoader(CONFIG_FILE, path=self.root)
@@ -140,9 +161,71 @@ class Course:
         if os.environ.get(SECRET_ENV):
             return os.environ[SECRET_ENV].encode()
         path = self.path(SECRET_FILE)
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
+        if not os.path.exists(path):
+            with contextlib.suppress(FileExistsError):  # another run made it first: use theirs
+                _write_private(path, secrets.token_hex(32), replace=False)
         with open(path) as f:
             return f.read().strip().encode()
+
+    def secret_status(self) -> str:
+        """Where the grading secret is and how old, never the secret itself."""
+        if os.environ.get(SECRET_ENV):
+            return (f"the grading secret comes from ${SECRET_ENV} (it wins over "
+                    f"{self.path(SECRET_FILE)}); its age is not known here")
+        path = self.path(SECRET_FILE)
+        if not os.path.exists(path):
+            return f"no grading secret yet: the first `course grade` makes {path} (mode 0600)"
+        st = os.stat(path)
+        made = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
+        backups = sorted(f for f in os.listdir(self.root) if f.startswith(SECRET_FILE + "."))
+        return (f"grading secret: {path} (mode {st.st_mode & 0o777:04o}), written "
+                f"{made:%Y-%m-%d %H:%M} UTC, {_age(made)} ago"
+                + (f"; {len(backups)} older one(s) kept beside it, newest {backups[-1]}"
+                   if backups else ""))
+
+    def rotate_secret(self) -> tuple[str, str | None]:
+        """A new grading secret in place of the old one, atomically; the old one is kept as a
+        dated backup (0600). Cached executions drew their inputs from the old one: dropped.
+        Returns (secret path, backup path or None)."""
+        if os.environ.get(SECRET_ENV):
+            raise SystemExit(f"the grading secret comes from ${SECRET_ENV}: set a new value "
+                             "there (e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
+                             f"); {SECRET_FILE} is not used while it is set")
+        path, backup = self.path(SECRET_FILE), None
+        if os.path.exists(path):
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            backup = f"{path}.{stamp}"
+            with open(path) as f:
+                _write_private(backup, f.read(), replace=False)
+        _write_private(path, secrets.token_hex(32), replace=True)
+        shutil.rmtree(self.path(CACHE_RESULTS), ignore_errors=True)
+        return path, backup
+
+
+def _age(when: datetime.datetime) -> str:
+    """How long ago, in the largest whole unit: "3 days", "5 hours", "12 minutes"."""
+    seconds = (datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    return "less than a minute"
+
+
+def _write_private(path: str, text: str, replace: bool) -> None:
+    """`text` into `path` (mode 0600) at once: written beside it, then renamed into place;
+    without `replace`, FileExistsError when `path` exists."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-secret-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails when it exists: never over another's secret
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
