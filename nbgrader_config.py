@@ -49,7 +49,8 @@ c.PercentPerDay.percent_per_day = 10.0
 # `nbgrader zip_collect`: submissions downloaded from Canvas or Moodle (course_lib/grading/lms.py).
 c.ZipCollectApp.collector_plugin = "course_lib.grading.lms.LmsFileNames"
 c.FileNameCollectorPlugin.named_regexp = (
-    r"^(?P<student_id>.+?)_(?:LATE_|late_)?\d+_(?:\d+|assignsubmission_file)_(?P<file_id>.+)$")
+    r"^(?P<student_id>.+?)_(?:LATE_|late_)?(?P<participant>\d+)_(?:\d+|assignsubmission_file)_"
+    r"(?P<file_id>.+)$")
 
 # nbgrader's tools kept safe on this course (course_lib/grading/nbgrader_safety.py): plain
 # `nbgrader autograde` never deletes results of a notebook it cannot find under its name, and

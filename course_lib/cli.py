@@ -89,6 +89,8 @@ def cmd_grade(args):
     except cluster.ClusterError as e:
         raise SystemExit(str(e))
     print(result.summary())
+    from course_lib.grading.lms import id_warnings
+    print("".join(f"  warning: {w}\n" for w in id_warnings(course.students())), end="")
     print(_table(course, args, args.assignment))
     return 1 if result.count("failed") else 0
 
