@@ -10,6 +10,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, OverwriteCells
 
 from course_lib.grading import mathml
+from course_lib.grading.attachments import Attachments
 from course_lib.grading.verdicts import Verdict
 
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"  # nbgrader's default delimiter, as the course uses
@@ -212,20 +213,23 @@ class SanitizeMarkdown(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         for cell in nb.cells:
             if cell.cell_type == "markdown":
-                cell.source = sanitized_html(cell.source)
-                cell.pop("attachments", None)
+                cell.source = sanitized_html(cell.source, cell.get("attachments"))
+                cell.pop("attachments", None)  # the images it shows are in its HTML now
         resources["course_sanitized"] = True  # the template then shows markdown cells as is
         return nb, resources
 
 
-def sanitized_html(markdown: str) -> str:
-    """Markdown to HTML with formulas as MathML, through nh3 with MathML's elements allowed."""
-    html = MarkdownWithMath(renderer=_MathMLRenderer(escape=False)).render(markdown)
+def sanitized_html(markdown: str, attachments=None) -> str:
+    """Markdown to HTML with formulas as MathML, through nh3 with MathML's elements allowed;
+    pasted images (the cell's attachments) stay images (attachments.py)."""
+    renderer = _MathMLRenderer(escape=False)
+    renderer.course_attachments = Attachments(attachments)
+    html = MarkdownWithMath(renderer=renderer).render(markdown)
     tags = nh3.ALLOWED_TAGS | mathml.ELEMENTS
     attributes = dict(nh3.ALLOWED_ATTRIBUTES)
     for tag in mathml.ELEMENTS:
         attributes[tag] = mathml.ATTRIBUTES | ({"xmlns"} if tag == "math" else set())
-    return nh3.clean(html, tags=tags, attributes=attributes)
+    return renderer.course_attachments.restore(nh3.clean(html, tags=tags, attributes=attributes))
 
 
 class _MathMLRenderer(IPythonRenderer):
@@ -239,3 +243,13 @@ class _MathMLRenderer(IPythonRenderer):
 
     def latex_environment(self, name, body):
         return mathml.to_mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", display=True)
+
+    def image(self, text, url, title=None):
+        """An attachment as its image (or a note), any other image as nbconvert draws it."""
+        if not url.startswith("attachment:"):
+            return super().image(text, url, title)
+        name = url[len("attachment:"):]
+        key = self.course_attachments.placeholder(name)
+        if key is None:
+            return Attachments.missing(name, text)
+        return super(IPythonRenderer, self).image(text, key, title)
