@@ -17,6 +17,7 @@ def verb(name, help_text):
 
 def _course(args):
     from course_lib.grading.course import Course
+    os.umask(0o077)  # all a verb writes about students is owner-only from the first command
     return Course(args.root, db_url=args.db)
 
 

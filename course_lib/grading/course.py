@@ -94,12 +94,14 @@ class Course:
         self.keep_private()
 
     def keep_private(self) -> None:
-        """Owner-only from the first command: whatever this process writes (umask 077), and
-        the student data already there (an earlier nbgrader command may have left it 0644)."""
-        os.umask(os.umask(0o077) | 0o077)
+        """Student data already there made owner-only (an earlier nbgrader command may have
+        left it 0644), and an SQLite gradebook created 0600 before anything opens it. (The
+        `course` command also sets umask 077, so all it writes is owner-only.)"""
         paths = [self.path(p) for p in PRIVATE_PATHS]
         if self.db_url.startswith("sqlite:///"):
             paths.append(self.db_url[len("sqlite:///"):])
+            with contextlib.suppress(OSError):  # SQLite takes an empty file as an empty db
+                os.close(os.open(paths[-1], os.O_WRONLY | os.O_CREAT, 0o600))
         for path in paths:
             with contextlib.suppress(OSError):
                 if not os.path.islink(path):
