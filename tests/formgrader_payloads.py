@@ -85,3 +85,50 @@ def control_page() -> str:
     """All markdown payloads as raw HTML: in a page that does not sanitize, they run."""
     return "<html><body>" + "".join(
         v for k, v in MARKDOWN.items() if k not in ("javascript_link",)) + "</body></html>"
+
+
+def pwned(page):
+    """The names of the payloads that ran in this page."""
+    return page.evaluate("() => window.__pwned || []")
+
+
+def live_markup(page):
+    """Script, frames, handlers and javascript: URLs in the rendered notebook (not in the
+    formgrader's own page around it)."""
+    return page.evaluate("""() => {
+        const found = [];
+        for (const el of document.querySelectorAll('#notebook-container *')) {
+            const tag = el.tagName.toLowerCase();
+            if (['script', 'iframe', 'object', 'embed', 'svg'].includes(tag)) found.push(tag);
+            for (const a of el.attributes) {
+                const v = a.value.trim().toLowerCase();
+                if (a.name.startsWith('on') || a.name === 'srcdoc' || v.startsWith('javascript:'))
+                    found.push(tag + '[' + a.name + ']');
+            }
+        }
+        return found;
+    }""")
+
+
+def grade_in_page(page, score_input: str, score: str, comment_box: str, comment: str):
+    """Type a manual score and a comment into the formgrader's grading view (it saves on
+    change, through its API)."""
+    page.fill(f"#{score_input}", score)
+    page.fill(f"#{comment_box}", comment)
+    page.keyboard.press("Tab")
+
+
+def wait_for_manual_grade(page, db_url, course_id, where, grade_name, comment_name, score):
+    """(manual score, manual comment) once the page's saves reached the gradebook.
+    `where` is (notebook, assignment, student)."""
+    from nbgrader.api import Gradebook
+    for _ in range(120):
+        with Gradebook(db_url, course_id) as gb:
+            nb = gb.find_submission_notebook(*where)
+            grade = next(g for g in nb.grades if g.name == grade_name)
+            note = next(c for c in nb.comments if c.name == comment_name)
+            found = grade.manual_score, note.manual_comment
+        if found[0] == score and found[1]:
+            return found
+        page.wait_for_timeout(500)
+    return found

@@ -120,16 +120,12 @@ def _submission_id(course, student):
         return gb.find_submission_notebook("tiny", "tiny", student).id
 
 
-def _pwned(page):
-    return page.evaluate("() => window.__pwned || []")
-
-
 def test_the_payloads_do_run_in_an_unsanitized_page(page):
     """The markers are real: the same markup in a plain page runs (so an empty list below
     means sanitized, not a broken payload)."""
     page.set_content(payloads.control_page())
     page.wait_for_function("() => (window.__pwned || []).length >= 5")
-    assert {"script", "img_onerror", "svg_onload", "iframe_srcdoc"} <= set(_pwned(page))
+    assert {"script", "img_onerror", "svg_onload", "iframe_srcdoc"} <= set(payloads.pwned(page))
 
 
 @pytest.mark.parametrize("student", ["ada", "bea"])
@@ -144,47 +140,18 @@ def test_the_grading_view_runs_no_payload(course, formgrader, page, student):
         assert not (link.get_attribute("href") or "").lower().startswith("javascript")
     page.locator("details").first.click()  # a toggle handler would fire now
     page.mouse.move(10, 10)
-    assert _pwned(page) == []
-    assert _live_markup(page) == []
-
-
-def _live_markup(page):
-    """Script, frames, handlers and javascript: URLs in the rendered notebook (not in the
-    formgrader's own page around it)."""
-    return page.evaluate("""() => {
-        const found = [];
-        for (const el of document.querySelectorAll('#notebook-container *')) {
-            const tag = el.tagName.toLowerCase();
-            if (['script', 'iframe', 'object', 'embed', 'svg'].includes(tag)) found.push(tag);
-            for (const a of el.attributes) {
-                const v = a.value.trim().toLowerCase();
-                if (a.name.startsWith('on') || a.name === 'srcdoc' || v.startsWith('javascript:'))
-                    found.push(tag + '[' + a.name + ']');
-            }
-        }
-        return found;
-    }""")
+    assert payloads.pwned(page) == []
+    assert payloads.live_markup(page) == []
 
 
 def test_a_manual_score_and_comment_reach_grades_and_feedback(course, formgrader, page):
     base, _ = formgrader
     page.goto(f"{base}/formgrader/submissions/{_submission_id(course, 'bea')}")
-    page.fill("#test_square_grad", "0.5")
-    page.fill("#square_grad-comment", "Check the factor of two.")
-    page.keyboard.press("Tab")  # the formgrader saves on change
-    from nbgrader.api import Gradebook
-    checks = 0
-    while True:  # the page saves through the formgrader's API: wait until it has
-        with Gradebook(course.db_url, course.course_id) as gb:
-            nb = gb.find_submission_notebook("tiny", "tiny", "bea")
-            grade = next(g for g in nb.grades if g.name == "test_square_grad")
-            comment = next(c for c in nb.comments if c.name == "square_grad")
-            if grade.manual_score == 0.5 and comment.manual_comment:
-                break
-        checks += 1
-        assert checks < 60, (grade.manual_score, comment.manual_comment)
-        page.wait_for_timeout(500)
-    assert comment.manual_comment == "Check the factor of two."
+    payloads.grade_in_page(page, "test_square_grad", "0.5", "square_grad-comment",
+                           "Check the factor of two.")
+    assert payloads.wait_for_manual_grade(
+        page, course.db_url, course.course_id, ("tiny", "tiny", "bea"), "test_square_grad",
+        "square_grad", 0.5) == (0.5, "Check the factor of two.")
     run = lambda *args: subprocess.run([os.path.join(VENV_BIN, "course"), *args],  # noqa: E731
                                        cwd=course.root, capture_output=True, text=True)
     for verb in ("feedback", "export"):
