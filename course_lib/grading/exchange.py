@@ -135,10 +135,26 @@ class PrivateSubmit(ExchangeSubmit):
     def copy_files(self):
         super().copy_files()
         dest = os.path.join(self.inbound_path, self.assignment_filename)
-        if os.stat(dest).st_gid != os.stat(self.inbound_path).st_gid:
+        private = os.path.join(self.inbound_path, "." + self.assignment_filename)
+        os.mkdir(private)  # inbound/ is setgid: what is made in it takes the instructor's group
+        if os.stat(private).st_gid != os.stat(self.inbound_path).st_gid:
+            os.rmdir(private)
             self.log.warning("%s is not in inbound/'s group: left as nbgrader makes it", dest)
             return
-        for dirpath, dirnames, filenames in os.walk(dest):
-            for name in filenames:
-                os.chmod(os.path.join(dirpath, name), FILE_MODE)
-            os.chmod(dirpath, FOLDER_MODE)
+        _copy_into(dest, private)
+        shutil.rmtree(dest)
+        os.rename(private, dest)
+
+
+def _copy_into(src: str, dest: str) -> None:
+    """Files and folders of `src` made anew in `dest` (so they take its group), owner and
+    group only. nbgrader's copy keeps the source folder's mode, which drops the setgid bit."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        target = os.path.normpath(os.path.join(dest, os.path.relpath(dirpath, src)))
+        if target != dest:
+            os.mkdir(target)
+        for name in filenames:
+            shutil.copyfile(os.path.join(dirpath, name), os.path.join(target, name))
+            os.chmod(os.path.join(target, name), FILE_MODE)
+    for dirpath, dirnames, filenames in os.walk(dest):
+        os.chmod(dirpath, FOLDER_MODE)
