@@ -36,6 +36,19 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",
     "course_lib.grading.preprocessors.RestoreCells",
+    "course_lib.grading.preprocessors.SanitizeStudentCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+# Plain `nbgrader autograde`: what the kernel printed is sanitized before autograded/ keeps it
+# (nbgrader's list, with SanitizeStudentCells after Execute; `course grade` has its own).
+c.Autograde.autograde_preprocessors = [
+    "nbgrader.preprocessors.Execute",
+    "course_lib.grading.preprocessors.SanitizeStudentCells",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
@@ -61,7 +74,18 @@ except ImportError:  # an environment without the course's package: nbgrader as 
     pass
 else:
     nbgrader_safety.install()
+    # nbgrader's exchange: `nbgrader collect` refuses a hand-in that is not its named
+    # student's own, or dated in the future; a hand-in is readable by its owner and the
+    # instructor only (course_lib/grading/exchange.py; students need the submit line too).
+    c.ExchangeFactory.collect = "course_lib.grading.exchange.OwnedCollect"
+    c.ExchangeFactory.submit = "course_lib.grading.exchange.PrivateSubmit"
     # Feedback pages: the course's template (course_lib/grading/templates/feedback/), in the
-    # place of nbgrader's of the same name.
-    c.HTMLExporter.template_name = feedback.TEMPLATE
-    c.HTMLExporter.extra_template_basedirs = feedback.template_dirs()
+    # place of nbgrader's of the same name, for GenerateFeedback's exporter only (the
+    # formgrader's grading view keeps nbgrader's `formgrade` template).
+    c.GenerateFeedback.exporter_class = "course_lib.grading.feedback.FeedbackExporter"
+    c.FeedbackExporter.template_name = feedback.TEMPLATE
+    c.FeedbackExporter.extra_template_basedirs = feedback.template_dirs()
+    # Every HTML page made from a submission (the formgrader's grading view, feedback): student
+    # markdown through nh3, outputs text and images only (course_lib/grading/preprocessors.py).
+    c.HTMLExporter.preprocessors = ["course_lib.grading.preprocessors.SanitizeStudentCells"]
+    c.HTMLExporter.filters = {"markdown2html": "course_lib.grading.preprocessors.markdown2html"}

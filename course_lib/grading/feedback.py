@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import os
 
+from nbconvert.exporters import HTMLExporter
+
 from course_lib.grading.course import Course, folders
 
 # nbgrader's API asks for the template "feedback" by name: ours has that name and comes first.
 TEMPLATE = "feedback"
+
+
+class FeedbackExporter(HTMLExporter):
+    """The exporter of feedback pages (GenerateFeedback's, set in nbgrader_config.py): the
+    course's template is configured for this class only, so the formgrader's own pages keep
+    nbgrader's template."""
 
 
 def template_dirs() -> list[str]:

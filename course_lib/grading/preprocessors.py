@@ -1,8 +1,11 @@
 """nbgrader preprocessors of our own: restore cells, inject trusted verdicts, hide hidden tests."""
 from __future__ import annotations
 
+import base64
 import re
+from html.parser import HTMLParser
 
+import jinja2
 import nbformat
 import nh3
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
@@ -10,7 +13,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, OverwriteCells
 
 from course_lib.grading import mathml
-from course_lib.grading.attachments import Attachments
+from course_lib.grading.attachments import FORMATS, image_bytes, missing_attachment
 from course_lib.grading.verdicts import Verdict
 
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"  # nbgrader's default delimiter, as the course uses
@@ -68,19 +71,58 @@ def verdict_output(verdict: Verdict):
 
 
 SAFE_MIMETYPES = ("text/plain", "image/png", "image/jpeg")
+RASTER_IMAGES = tuple(FORMATS)
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
+_STREAMS = ("stdout", "stderr")
 
 
 def safe_outputs(outputs):
     """Keep text and images only: no HTML or JavaScript from a student's kernel reaches a
-    browser (the formgrader's or a feedback page)."""
+    browser (the formgrader's or a feedback page); fields a page prints unescaped are checked."""
     kept = []
     for out in outputs:
-        if out.get("output_type") in ("display_data", "execute_result"):
-            out["data"] = {k: v for k, v in out.get("data", {}).items() if k in SAFE_MIMETYPES}
+        kind = out.get("output_type")
+        if kind in ("display_data", "execute_result"):
+            out["data"] = {k: v for k, v in out.get("data", {}).items()
+                           if k in SAFE_MIMETYPES and _plain_value(k, v)}
             out["metadata"] = {}
             if not out["data"]:
                 continue
+            if kind == "execute_result":
+                out["execution_count"] = _count(out.get("execution_count"))
+        elif kind == "stream":
+            if out.get("name") not in _STREAMS or not isinstance(out.get("text"), str):
+                continue
+        elif kind != "error":
+            continue
         kept.append(out)
+    return kept
+
+
+def _plain_value(mimetype: str, value) -> bool:
+    """Text is text; an image is base64 (a page puts it in an attribute unescaped)."""
+    if isinstance(value, list):
+        value = "".join(v for v in value if isinstance(v, str))
+    if not isinstance(value, str):
+        return False
+    return not mimetype.startswith("image/") or _BASE64.fullmatch(value) is not None
+
+
+def _count(value):
+    """An execution count is an int or nothing (templates print it unescaped)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def safe_attachments(attachments) -> dict:
+    """Pasted images a markdown cell may keep: raster images in base64, nothing else (no SVG,
+    no HTML)."""
+    kept = {}
+    for name, bundle in (attachments or {}).items():
+        if not isinstance(bundle, dict):
+            continue
+        found = image_bytes(bundle)
+        if found is not None:
+            kept[name] = {found[0]: base64.b64encode(found[1]).decode()}
     return kept
 
 
@@ -107,7 +149,7 @@ class InjectResults(NbGraderPreprocessor):
                 continue
             if ran is not None and ran.cell_type == "code":
                 cell.outputs = safe_outputs(ran.outputs)
-                cell.execution_count = ran.execution_count
+                cell.execution_count = _count(ran.execution_count)
             if grade_id in verdicts:  # ran in the grader: its own printout or our message
                 verdict = verdicts[grade_id]
                 cell.outputs = [verdict_output(verdict)] if not verdict.passed else \
@@ -125,7 +167,7 @@ class InjectResults(NbGraderPreprocessor):
         ran = [c for c in executed.cells if c.cell_type == "code" and not _grade_id(c)]
         for cell, done in zip(plain, ran):
             cell.outputs = safe_outputs(done.outputs)
-            cell.execution_count = done.execution_count
+            cell.execution_count = _count(done.execution_count)
 
 
 NOTE_TITLE = "Notes from the grader"
@@ -213,23 +255,141 @@ class SanitizeMarkdown(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         for cell in nb.cells:
             if cell.cell_type == "markdown":
-                cell.source = sanitized_html(cell.source, cell.get("attachments"))
-                cell.pop("attachments", None)  # the images it shows are in its HTML now
+                cell.source = sanitized_html(cell.source)
+                cell.pop("attachments", None)
         resources["course_sanitized"] = True  # the template then shows markdown cells as is
         return nb, resources
 
 
 def sanitized_html(markdown: str, attachments=None) -> str:
     """Markdown to HTML with formulas as MathML, through nh3 with MathML's elements allowed;
-    pasted images (the cell's attachments) stay images (attachments.py)."""
-    renderer = _MathMLRenderer(escape=False)
-    renderer.course_attachments = Attachments(attachments)
-    html = MarkdownWithMath(renderer=renderer).render(markdown)
-    tags = nh3.ALLOWED_TAGS | mathml.ELEMENTS
-    attributes = dict(nh3.ALLOWED_ATTRIBUTES)
+    pasted raster images (attachments) are kept as images, anything else they hold is not."""
+    return clean_html(rendered_markdown(markdown, attachments))
+
+
+def rendered_markdown(markdown: str, attachments=None) -> str:
+    """Markdown to HTML as nbconvert renders it, formulas as MathML; not yet sanitized."""
+    renderer = _MathMLRenderer(escape=False, attachments=safe_attachments(attachments))
+    return MarkdownWithMath(renderer=renderer).render(markdown)
+
+
+def _allowed_attributes() -> dict:
+    attributes = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()}
     for tag in mathml.ELEMENTS:
         attributes[tag] = mathml.ATTRIBUTES | ({"xmlns"} if tag == "math" else set())
-    return renderer.course_attachments.restore(nh3.clean(html, tags=tags, attributes=attributes))
+    return attributes
+
+
+ALLOWED_TAGS = nh3.ALLOWED_TAGS | mathml.ELEMENTS
+ALLOWED_ATTRIBUTES = _allowed_attributes()
+URL_ATTRIBUTES = {"href", "src", "cite", "action", "formaction", "background", "poster",
+                  "data", "xlink:href", "longdesc", "srcset"}
+_IMAGE_DATA_URL = re.compile(r"data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=\s]*")
+
+
+def _data_urls_for_images_only(tag: str, attribute: str, value: str):
+    """nh3's attribute filter: a data: URL survives only as an <img>'s raster image."""
+    if value.strip().lower().startswith("data:"):
+        ok = tag == "img" and attribute == "src" and _IMAGE_DATA_URL.fullmatch(value.strip())
+        return value if ok else None
+    return value
+
+
+def clean_html(html: str) -> str:
+    """nh3 (Ammonia) with the course's allowlist: no script, style, event handler, srcdoc,
+    frame, form or javascript: URL; data: URLs only as raster images."""
+    return nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES,
+                     url_schemes=nh3.ALLOWED_URL_SCHEMES | {"data"},
+                     attribute_filter=_data_urls_for_images_only)
+
+
+class _UnsafeMarkup(HTMLParser):
+    """Finds anything in rendered markdown that the sanitizer would remove or that parsers
+    disagree on (comments, declarations): such a cell is replaced by its sanitized HTML."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.found = []
+
+    def handle_starttag(self, tag, attrs):
+        allowed = ALLOWED_ATTRIBUTES.get(tag, set()) | ALLOWED_ATTRIBUTES.get("*", set()) | \
+            {"id", "class"}
+        if tag not in ALLOWED_TAGS:
+            self.found.append(f"<{tag}>")
+        for name, value in attrs:
+            if name not in allowed:
+                self.found.append(f"{tag}[{name}]")
+            elif name in URL_ATTRIBUTES and not _safe_url(tag, name, value or ""):
+                self.found.append(f"{tag}[{name}]={value[:40]!r}")
+
+    handle_startendtag = handle_starttag
+
+    def handle_comment(self, data):
+        self.found.append("<!-- -->")
+
+    def handle_decl(self, decl):
+        self.found.append("<!...>")
+
+    def handle_pi(self, data):
+        self.found.append("<?...>")
+
+    def unknown_decl(self, data):
+        self.found.append("<![...]>")
+
+
+def _safe_url(tag: str, attribute: str, url: str) -> bool:
+    url = "".join(url.split()).lower()
+    scheme = re.match(r"([a-z][a-z0-9+.-]*):", url)
+    if scheme is None:
+        return ":" not in url.split("/")[0]  # relative, or an anchor
+    if scheme.group(1) == "data":
+        return _data_urls_for_images_only(tag, attribute, url) is not None
+    return scheme.group(1) in nh3.ALLOWED_URL_SCHEMES
+
+
+def unsafe_markup(markdown: str, attachments=None) -> list[str]:
+    """What in a markdown cell would not survive the sanitizer (empty: the cell is plain)."""
+    finder = _UnsafeMarkup()
+    finder.feed(rendered_markdown(markdown, attachments))
+    finder.close()
+    if safe_attachments(attachments) != (attachments or {}):
+        finder.found.append("attachments other than raster images")
+    return finder.found
+
+
+class SanitizeStudentCells(NbGraderPreprocessor):
+    """Autograde's last sanitize step, and the formgrader's before it renders a submission:
+    a markdown cell holding markup the sanitizer would remove becomes its sanitized HTML
+    (plain markdown is kept as written, so headings and formulas stay), attachments keep
+    raster images only, and code cells keep text and image outputs only, with fields the
+    page prints unescaped checked. The formgrader also renders markdown through
+    `markdown2html` below, so an older autograded/ notebook is safe there too."""
+
+    def preprocess(self, nb, resources):
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                _clean_markdown_cell(cell)
+            elif cell.cell_type == "code":
+                cell.outputs = safe_outputs(cell.get("outputs", []))
+                cell.execution_count = _count(cell.get("execution_count"))
+        return nb, resources
+
+
+def _clean_markdown_cell(cell) -> None:
+    attachments = cell.get("attachments")
+    if unsafe_markup(cell.source, attachments):
+        cell.source = sanitized_html(cell.source, attachments)
+        cell.pop("attachments", None)  # the images are in the HTML now, as data: URLs
+    elif attachments is not None:
+        cell.attachments = safe_attachments(attachments)
+
+
+@jinja2.pass_context
+def markdown2html(context, source):
+    """The formgrader's markdown filter (nbconvert's, sanitized): in place of nbconvert's
+    `markdown2html` for every HTML page rendered with this course's configuration."""
+    cell = context.get("cell") or {}
+    return sanitized_html(source, cell.get("attachments"))
 
 
 class _MathMLRenderer(IPythonRenderer):
@@ -245,11 +405,18 @@ class _MathMLRenderer(IPythonRenderer):
         return mathml.to_mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", display=True)
 
     def image(self, text, url, title=None):
-        """An attachment as its image (or a note), any other image as nbconvert draws it."""
-        if not url.startswith("attachment:"):
-            return super().image(text, url, title)
-        name = url[len("attachment:"):]
-        key = self.course_attachments.placeholder(name)
-        if key is None:
-            return Attachments.missing(name, text)
-        return super(IPythonRenderer, self).image(text, key, title)
+        """An attachment that is no valid raster image is named, not drawn."""
+        if url.startswith("attachment:") and not self._embed_image_or_attachment(url):
+            return missing_attachment(url[len("attachment:"):], text)
+        return super().image(text, url, title)
+
+    def _embed_image_or_attachment(self, src):
+        """A pasted image as a data: URL rebuilt from its decoded bytes when it is a valid
+        raster image (attachments.py); otherwise no image."""
+        if not src.startswith("attachment:"):
+            return src
+        found = image_bytes(self.attachments.get(src[len("attachment:"):]))
+        if found is None:
+            return ""
+        mimetype, data = found
+        return f"data:{mimetype};base64,{base64.b64encode(data).decode()}"

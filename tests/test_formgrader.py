@@ -1,0 +1,164 @@
+"""The formgrader on a graded class, in Chromium: its grading view opens every submission with
+nbgrader's own template (HTTP 200), runs none of a hostile student's script payloads (markdown,
+attachments, outputs), and a manual score and comment set in the page reach the gradebook,
+grades.csv and the feedback page. autograded/ holds no payload either."""
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import nbformat
+import pytest
+
+import chromium
+import formgrader_payloads as payloads
+from course_lib.grading import pipeline
+from course_lib.grading.preprocessors import SanitizeStudentCells
+from course_lib.grading.sandbox import bwrap_available
+from course_lib.hub.server import wait_http
+from harness import CORRECT, WRONG, make_tiny_course, submission, submit
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")]
+
+VENV_BIN = os.path.dirname(sys.executable)
+DANGEROUS = ("<script", "onerror=", "onload=", "ontoggle=", "srcdoc=", "javascript:", "<iframe",
+             "image/svg+xml", "text/html", "application/javascript")
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """ada's submission carries every payload; bea's autograded notebook is poisoned by hand
+    (as one written before the course sanitized autograded/ would be)."""
+    course = make_tiny_course(str(tmp_path_factory.mktemp("formgrader") / "course"))
+    submit(course, "ada", "tiny", payloads.add_to(submission(CORRECT)), name="tiny.ipynb")
+    submit(course, "bea", "tiny", submission(WRONG), name="tiny.ipynb")
+    report = pipeline.grade(course, "tiny", workers=1, sandbox=True, progress=False)
+    assert report.count("failed") == 0, report.summary()
+    poisoned = course.path("autograded", "bea", "tiny", "tiny.ipynb")
+    nb = nbformat.read(poisoned, as_version=4)
+    nb.cells.extend(payloads.markdown_cells())
+    os.chmod(poisoned, 0o600)
+    with open(poisoned, "w") as f:  # nbformat.write would refuse the hostile execution count
+        nbformat.write(payloads.poison_outputs(nb), f)
+    return course
+
+
+def test_autograded_holds_no_payload(course):
+    nb = nbformat.read(course.path("autograded", "ada", "tiny", "tiny.ipynb"), as_version=4)
+    shown = [c for c in nb.cells if c.cell_type == "markdown"] + \
+        [c.outputs for c in nb.cells if c.cell_type == "code"]  # code is shown as text
+    text = json.dumps(shown)
+    assert "payload script" in text  # the student's cells are there, cleaned
+    found = [word for word in DANGEROUS if word in text]
+    assert not found, found
+
+
+def test_sanitizing_removes_hostile_outputs_and_counts():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1)"), *payloads.markdown_cells()]
+    payloads.poison_outputs(nb).cells[0].execution_count = "1<img src=x onerror=alert(1)>"
+    SanitizeStudentCells().preprocess(nb, {})
+    code = nb.cells[0]
+    assert code.execution_count is None
+    assert [o["data"] for o in code.outputs if "data" in o] == [
+        {"text/plain": "html"}, {"text/plain": "js"}, {"text/plain": "svg"}]
+    assert all(o.get("name") in (None, "stdout", "stderr") for o in code.outputs)
+    text = json.dumps(nb)
+    assert not [w for w in DANGEROUS if w in text]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def formgrader(course, tmp_path_factory):
+    """A Jupyter server with nbgrader's formgrader, run in the course folder: (url, token)."""
+    port, token = _free_port(), uuid.uuid4().hex
+    runtime = tmp_path_factory.mktemp("runtime")
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime),
+               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
+    log = open(runtime / "server.log", "wb")
+    proc = subprocess.Popen(
+        [os.path.join(VENV_BIN, "jupyter"), "server", "--no-browser", "--ip=127.0.0.1",
+         f"--port={port}", f"--IdentityProvider.token={token}",
+         f"--ServerApp.root_dir={course.root}", "--allow-root"],
+        cwd=course.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", proc, "jupyter server")
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(formgrader):
+    sync_api = chromium.sync_api()
+    base, token = formgrader
+    with sync_api.sync_playwright() as pw:
+        browser = chromium.launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(f"{base}/formgrader?token={token}")  # logs in (cookie)
+            yield page
+        finally:
+            browser.close()
+
+
+def _submission_id(course, student):
+    from nbgrader.api import Gradebook
+    with Gradebook(course.db_url, course.course_id) as gb:
+        return gb.find_submission_notebook("tiny", "tiny", student).id
+
+
+def test_the_payloads_do_run_in_an_unsanitized_page(page):
+    """The markers are real: the same markup in a plain page runs (so an empty list below
+    means sanitized, not a broken payload)."""
+    page.set_content(payloads.control_page())
+    page.wait_for_function("() => (window.__pwned || []).length >= 5")
+    assert {"script", "img_onerror", "svg_onload", "iframe_srcdoc"} <= set(payloads.pwned(page))
+
+
+@pytest.mark.parametrize("student", ["ada", "bea"])
+def test_the_grading_view_runs_no_payload(course, formgrader, page, student):
+    base, _ = formgrader
+    response = page.goto(f"{base}/formgrader/submissions/{_submission_id(course, student)}")
+    assert response.status == 200, page.content()[:2000]
+    page.wait_for_load_state("load")
+    page.wait_for_selector("input.score")  # nbgrader's formgrade template, not the feedback one
+    assert page.locator("text=payload script").count() == 1
+    for link in page.locator("a", has_text="click me").all():
+        assert not (link.get_attribute("href") or "").lower().startswith("javascript")
+    page.locator("details").first.click()  # a toggle handler would fire now
+    page.mouse.move(10, 10)
+    assert payloads.pwned(page) == []
+    assert payloads.live_markup(page) == []
+
+
+def test_a_manual_score_and_comment_reach_grades_and_feedback(course, formgrader, page):
+    base, _ = formgrader
+    page.goto(f"{base}/formgrader/submissions/{_submission_id(course, 'bea')}")
+    payloads.grade_in_page(page, "test_square_grad", "0.5", "square_grad-comment",
+                           "Check the factor of two.")
+    assert payloads.wait_for_manual_grade(
+        page, course.db_url, course.course_id, ("tiny", "tiny", "bea"), "test_square_grad",
+        "square_grad", 0.5) == (0.5, "Check the factor of two.")
+    run = lambda *args: subprocess.run([os.path.join(VENV_BIN, "course"), *args],  # noqa: E731
+                                       cwd=course.root, capture_output=True, text=True)
+    for verb in ("feedback", "export"):
+        result = run(verb)
+        assert result.returncode == 0, result.stdout + result.stderr
+    with open(course.path("grades.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["student"] == "bea"]
+    assert sum(float(r["score"]) for r in rows) == 0.5, rows
+    with open(course.path("feedback", "bea", "tiny", "tiny.html")) as f:
+        assert "Check the factor of two." in f.read()
