@@ -59,7 +59,7 @@ MISTAKES = [mistake(*row) for row in [
      "(x ** 2).mean(axis=-1, keepdims=True) - mean ** 2", ["test_layer_norm_hidden"],
      ["two passes"]),
     ("layer_norm_sums_only_the_first_axis", "layer_norm", "lead = tuple(range(g.ndim - 1))",
-     "lead = 0", ["test_layer_norm", "test_layer_norm_hidden"], ["gamma: expected shape", "summed over"]),
+     "lead = 0", ["test_layer_norm", "test_layer_norm_hidden"], ["gamma: expected shape", "every leading axis"]),
     ("embedding_assignment", "embedding", "np.add.at(gtable, ids, g)", "gtable[ids] = g",
      ["test_embedding", "test_embedding_hidden"], ["used several times gets the SUM"]),
     ("embedding_fancy_add", "embedding", "np.add.at(gtable, ids, g)", "gtable[ids] += g",
