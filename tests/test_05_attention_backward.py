@@ -56,10 +56,12 @@ MISTAKES = [mistake(*row) for row in [
      ["test_layer_norm", "test_layer_norm_hidden"], ["biased", "D - 1"]),
     ("layer_norm_one_pass_variance", "layer_norm",
      "((x - mean) ** 2).mean(axis=-1, keepdims=True)",
-     "(x ** 2).mean(axis=-1, keepdims=True) - mean ** 2", ["test_layer_norm_hidden"],
+     "(x ** 2).mean(axis=-1, keepdims=True) - mean ** 2",
+     ["test_layer_norm", "test_layer_norm_hidden"],
      ["two passes"]),
     ("layer_norm_sums_only_the_first_axis", "layer_norm", "lead = tuple(range(g.ndim - 1))",
-     "lead = 0", ["test_layer_norm", "test_layer_norm_hidden"], ["gamma: expected shape", "ggamma", "every leading axis"]),
+     "lead = 0", ["test_layer_norm", "test_layer_norm_hidden"],
+     ["gamma: expected shape", "ggamma", "every leading axis"]),
     ("embedding_assignment", "embedding", "np.add.at(gtable, ids, g)", "gtable[ids] = g",
      ["test_embedding", "test_embedding_hidden"], ["used several times gets the SUM"]),
     ("embedding_fancy_add", "embedding", "np.add.at(gtable, ids, g)", "gtable[ids] += g",
@@ -97,7 +99,8 @@ MISTAKES = [mistake(*row) for row in [
     ("block_pos_only_T_rows", "block_loss_and_grads",
      'grads["pos"] = np.zeros_like(p["pos"])                 # (block, D): rows >= T unused\n'
      '    grads["pos"][:T] = gx0.sum(axis=0)',
-     'grads["pos"] = gx0.sum(axis=0)', ["test_block_loss_and_grads", "test_block_loss_and_grads_hidden"],
+     'grads["pos"] = gx0.sum(axis=0)',
+     ["test_block_loss_and_grads", "test_block_loss_and_grads_hidden"],
      ["gradient of pos", "expected shape", "rows from T on (unused) get 0"]),
 ]]
 

@@ -247,7 +247,9 @@ class Suite:
         __tracebackhide__ = True  # IPython: show the student's code, not ours
         name = name or getattr(f, "__name__", "function")
         expected = expected_f(*args)
-        got = self.run(lambda: _call_copied(f, args), f, label=name)
+        described = (_describe_argument(f"argument {i + 1}", a) for i, a in enumerate(args))
+        call = f"{name}({', '.join(described)})"
+        got = self.run(lambda: _call_copied(f, args), f, label=call)
         assert_unchanged(name, got["args"], args)
         assert_close(got["out"], expected, what=f"{name}: {what}", hint=hint, rtol=rtol, atol=atol)
 

@@ -629,12 +629,14 @@ def check_grad_out_of_place(t, Tensor, shape=(2, 3)):
     if isinstance(got, dict) and "read-only" in str(got.get("error", "")):
         raise GradeError(f"{label}: your code raised {got['error']} {OUT_OF_PLACE}")
     _check_error(label, got)
-    shared = [what for key, what in (("x_is_z", "x.grad with z.grad"), ("x_is_g1", "x.grad with g1"),
-                                     ("z_is_g1", "z.grad with g1")) if got.get(key) is True]
+    pairs = (("x_is_z", "x.grad with z.grad"), ("x_is_g1", "x.grad with g1"),
+             ("z_is_g1", "z.grad with g1"))
+    shared = [what for key, what in pairs if got.get(key) is True]
     if shared:
         raise GradeError(f"{label}: after the first pass these arrays share memory: "
                          f"{', '.join(shared)}. {OUT_OF_PLACE}")
-    for name, key, expected in (("g1", "g1", g1), ("z.grad", "z", g1), ("x.grad", "x", g1 + 2 * g2)):
+    after = (("g1", "g1", g1), ("z.grad", "z", g1), ("x.grad", "x", g1 + 2 * g2))
+    for name, key, expected in after:
         if got.get(key) is None:
             raise _grad_missing(label, name)
         _compare(got[key], expected, f"{label}: {name} after both passes", hint=OUT_OF_PLACE)
@@ -643,7 +645,8 @@ def check_grad_out_of_place(t, Tensor, shape=(2, 3)):
 OUT_OF_PLACE = ("Update .grad out of place (node.grad = node.grad + g), and store a copy the "
                 "first time (np.array(g, dtype=np.float64)): backward() hands the same array to "
                 "several tensors (x + z sends one g to both) and to you, so node.grad += g "
-                "(in place) writes into all of them, and into read-only broadcasts (np.broadcast_to).")
+                "(in place) writes into all of them, and into read-only broadcasts "
+                "(np.broadcast_to).")
 
 
 def grad_sharing(Tensor, x, z, g1, g2):
