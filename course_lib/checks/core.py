@@ -372,9 +372,9 @@ def raised_context(name, inputs: dict, g, stage, hints) -> str:
 
 
 def _describe_argument(key, value):
-    if isinstance(value, np.ndarray) and value.ndim > 0:
-        return f"{key} of shape {value.shape}"
-    return f"{key}={np.asarray(value).item()!r}" if np.ndim(value) == 0 else f"{key}={value!r}"
+    if isinstance(value, (np.ndarray, np.generic)):
+        return f"{key} of shape {np.shape(value)}"
+    return f"{key}={value!r:.60}"
 
 
 def g_modified_message(name):
