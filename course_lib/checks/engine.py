@@ -584,10 +584,11 @@ def check_topological_order(t, Tensor):
 
 
 DIAMOND_PARENTS = {"x": (), "u": ("x",), "v": ("x",), "out": ("u", "v")}
-ORDER_HINT = ("_topological_order must list every node after all of its parents (backward() "
-              "walks it reversed, so each node comes before the nodes it consumes): append a "
-              "node when it is finished, after its parents, not when it is first popped or "
-              "seen (a preorder, even reversed, fails on a diamond).")
+ORDER_HINT = ("_topological_order must list every node after all of its parents, so that "
+              "backward(), walking the list in reverse, reaches a node only after every node "
+              "that uses it has sent its gradient: append a node once its parents are in the "
+              "list (on its second visit), not when it is first popped or seen (a preorder, "
+              "even reversed, fails on a diamond).")
 
 
 def order_problem(order, parents):
