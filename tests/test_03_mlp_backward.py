@@ -99,8 +99,51 @@ WRONG_BODIES = {
 """),
 }
 
+# a vjp that writes into the g it was given (the values are right): the rule of the notebook
+WRONG_BODIES["relu_writes_into_g"] = ("relu", """
+    y = np.maximum(x, 0.0)
+
+    def vjp(upstream):
+        grad_in = upstream
+        grad_in[x <= 0] = 0.0
+        return grad_in
+
+    return y, vjp
+""")
+WRONG_BODIES["relu_masks_g_itself"] = ("relu", """
+    negative = x <= 0
+    y = np.where(negative, 0.0, x)
+
+    def vjp(upstream):
+        upstream[negative] = 0.0
+        return upstream
+
+    return y, vjp
+""")
+WRONG_BODIES["affine_b_keepdims"] = ("affine", """
+    y = x @ w + b
+
+    def vjp(g):
+        return g @ w.T, x.T @ g, g.sum(axis=0, keepdims=True)
+
+    return y, vjp
+""")
+WRONG_BODIES["affine_gx_zeros"] = ("affine", """
+    y = x @ w + b
+
+    def vjp(g):
+        return np.zeros_like(x), x.T @ g, g.sum(axis=0)
+
+    return y, vjp
+""")
+IN_PLACE_WORDS = ["modified g", "must not modify g", "out of place", "copy()"]
+
 # (failing tests, words in their messages, cells built on it that fail too)
 EXPECTED = {
+    "relu_writes_into_g": (["test_relu", "test_relu_hidden"], IN_PLACE_WORDS, ()),
+    "relu_masks_g_itself": (["test_relu", "test_relu_hidden"], IN_PLACE_WORDS, ()),
+    "affine_b_keepdims": ([*AFFINE, *sorted(MLP)], ["keepdims=True left an axis of size 1"], ()),
+    "affine_gx_zeros": ([*AFFINE], ["all zeros", "g multiplied in"], MLP),
     "relu_without_mask": (["test_relu", "test_relu_hidden", *sorted(MLP)], ["relu"], ()),
     "sigmoid_naive_derivative": (["test_sigmoid_hidden", "test_sigmoid_stable"], ["sigmoid"], ()),
     "tanh_missing_square": (["test_tanh", "test_tanh_hidden"], ["tanh"], ()),
@@ -126,3 +169,60 @@ def test_a_reference_imported_from_course_lib_earns_nothing():
     scores = run_in_process(nb, skip_untagged=True)
     assert scores["test_affine"][0] == 0 and scores["test_affine_hidden"][0] == 0
     assert "this notebook" in scores["test_affine"][2]
+
+
+# correct answers in other common styles: each keeps full marks, the () case included
+ALTERNATIVES = {
+    "relu_copy_then_mask": """
+    y = np.maximum(x, 0.0)
+
+    def vjp(upstream):
+        grad_in = upstream.copy()
+        grad_in[x <= 0] = 0.0
+        return grad_in
+
+    return y, vjp
+""",
+    "relu_where": """
+    y = np.where(x > 0, x, 0.0)
+    return y, lambda upstream: np.where(x > 0, upstream, 0.0)
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALTERNATIVES))
+def test_other_correct_relu_keeps_full_marks(name):
+    nb = Mistake(name, [("relu", ANSWER, ALTERNATIVES[name].strip("\n"))], [], []).applied(SOURCE)
+    scores = run_in_process(nb, skip_untagged=True)
+    for gid in ("test_relu", "test_relu_hidden"):
+        assert scores[gid][0] == scores[gid][1], scores[gid]
+
+
+def _relu_verdicts(body):
+    """test_relu_hidden under the grader (student code behind the channel) and in the kernel."""
+    from course_lib.checks import GradeError, InKernel, reaching
+    from harness import ChannelKernel, cell_by_id
+    code = "import numpy as np\ndef relu(x):\n" + body.strip("\n") + "\n"
+    source = cell_by_id(SOURCE, "test_relu_hidden").source
+    namespace = {"__name__": "__main__"}
+    exec(code, namespace)
+    try:
+        with reaching(InKernel()):
+            exec(compile(source, "test", "exec"), namespace)
+        in_kernel = None
+    except GradeError as e:
+        in_kernel = str(e)
+    kernel = ChannelKernel(code)
+    try:
+        return in_kernel, kernel.verdict(source)
+    finally:
+        kernel.close()
+
+
+def test_writing_into_g_is_caught_under_both_graders():
+    """Under the grader g crosses the channel: the kernel's write into it comes back."""
+    in_kernel, verdict = _relu_verdicts(WRONG_BODIES["relu_writes_into_g"][1])
+    assert not verdict.passed and in_kernel == verdict.message, (in_kernel, verdict.message)
+    assert "must not modify g" in verdict.message
+    in_kernel, verdict = _relu_verdicts(ALTERNATIVES["relu_copy_then_mask"])
+    assert verdict.passed and in_kernel is None, (in_kernel, verdict.message)

@@ -50,6 +50,54 @@ EVERY_NODE = ("            node.grad = np.array(g, dtype=np.float64)\n"
               "            if not node._parents:\n"
               "                continue\n")
 
+GRAD_OUT_OF_PLACE = ("node.grad = np.array(g, dtype=np.float64) if node.grad is None "
+                     "else node.grad + g")
+GRAD_IN_PLACE = ("if node.grad is None:\n                        node.grad = g\n"
+                 "                    else:\n                        node.grad += g")
+# a node recorded when first popped, the list reversed: right for chains, wrong for a diamond
+PREORDER_REVERSED = """        ### BEGIN SOLUTION
+        order, seen, todo = [], set(), [self]
+        while todo:
+            node = todo.pop()
+            if node not in seen:
+                seen.add(node)
+                order.append(node)
+                todo.extend(node._parents)
+        return order[::-1]
+"""
+SHAPE_CHECK = ("        if grad.shape != self.shape:\n            raise ValueError(f\"grad has "
+               "shape {grad.shape}, expected {self.shape}\")\n")
+# correct step (d) answers in other styles: Kahn's algorithm; a copy first, then out of place
+KAHN_SORT = """        ### BEGIN SOLUTION
+        nodes, todo = {self}, [self]
+        while todo:
+            for p in todo.pop()._parents:
+                if p not in nodes:
+                    nodes.add(p)
+                    todo.append(p)
+        waiting = {n: len(set(n._parents)) for n in nodes}
+        consumers = {n: [] for n in nodes}
+        for n in nodes:
+            for p in set(n._parents):
+                consumers[p].append(n)
+        ready = [n for n in nodes if waiting[n] == 0]
+        order = []
+        while ready:
+            n = ready.pop()
+            order.append(n)
+            for c in consumers[n]:
+                waiting[c] -= 1
+                if waiting[c] == 0:
+                    ready.append(c)
+        return order
+"""
+GRAD_COPY_FIRST = ("if node.grad is None:\n                        node.grad = g.copy()\n"
+                   "                    else:\n                        node.grad = node.grad + g")
+STEP_D_ALTERNATIVES = {
+    "kahn_sort": [("Tensor_graph", ITERATIVE_SORT, KAHN_SORT)],
+    "grad_copy_first": [("Tensor_graph", GRAD_OUT_OF_PLACE, GRAD_COPY_FIRST)],
+}
+
 
 def graded_only(nb):
     """`nb` with its graded and course cells only (no examples, plots or training: fast)."""
@@ -91,7 +139,7 @@ MISTAKES = [mistake(*row) for row in [
     ("b_sigmoid_overflows", [("Tensor_elementwise", "0.5 * (1.0 + np.tanh(0.5 * self.data))",
                               "1.0 / (1.0 + np.exp(-self.data))"),
                              ("Tensor_elementwise", "g * s * (1.0 - s)", "g * np.exp(-self.data) * s**2")],
-     "b", ["sigmoid"], set(), ["test_Tensor_elementwise_hidden"]),
+     "b", ["sigmoid"], set()),
     ("c_sum_without_expand_dims", [("Tensor_reductions", "g = np.expand_dims(g, axis)", "pass")],
      "c", ["np.expand_dims"], set()),
     ("c_mean_divides_by_all", [("Tensor_reductions", "n = self.data.size / max(total.data.size, 1)",
@@ -103,15 +151,28 @@ MISTAKES = [mistake(*row) for row in [
      "d", ["RecursionError", "stack"], set()),
     ("d_leaf_grad_overwritten", [("Tensor_graph", " if node.grad is None else node.grad + g", "")],
      "d", ["ADDS into .grad"], set()),
+    ("d_grad_plus_equals", [("Tensor_graph", GRAD_OUT_OF_PLACE, GRAD_IN_PLACE)],
+     "d", ["share memory", "in place", "node.grad = node.grad + g"], DOWNSTREAM),
+    ("d_preorder_reversed", [("Tensor_graph", ITERATIVE_SORT, PREORDER_REVERSED)],
+     "d", ["_topological_order", "diamond", "before its parent"], DOWNSTREAM),
+    ("d_no_grad_shape_check", [("Tensor_graph", SHAPE_CHECK, "")],
+     "d", ["did not raise", "grad.shape != self.shape"], DOWNSTREAM),
     ("d_default_grad_not_ones", [("Tensor_graph", "grad = np.ones(self.shape)", "grad = np.array(1.0)")],
      "d", ["single element"], set()),
     ("ce_no_max_shift", [("cross_entropy", "logits - logits.data.max(axis=1, keepdims=True)", "logits * 1.0")],
-     "ce", ["max", "overflow"], set(), ["test_cross_entropy_hidden"]),
+     "ce", ["max", "overflow"], set()),
     ("linear_without_bias", [("Linear", "return x @ self.W + self.b", "return x @ self.W")],
      "Linear", ["b"], STEP_TESTS["train"]),
     ("sgd_step_wrong_sign", [("sgd_step", "    p.data -= lr * p.grad", "    p.data += lr * p.grad")],
      "sgd", ["p.data - lr * p.grad"], STEP_TESTS["train"]),
 ]]
+
+
+@pytest.mark.parametrize("name", sorted(STEP_D_ALTERNATIVES))
+def test_other_correct_step_d_keeps_full_marks(name):
+    nb = apply_edits(NB, STEP_D_ALTERNATIVES[name])
+    scores = run_in_process(graded_only(nb))
+    assert not failures(scores), failures(scores)
 
 
 def step_of(mistake):
@@ -210,3 +271,36 @@ def test_mistakes_cost_their_step_under_both_graders(tmp_path):
         result = nbgrader_autograde(course, A, name)
         assert result.returncode == 0, result.stderr[-2000:]
     assert pipeline.scores(course, A) == ours
+
+
+def _engine_code(nb):
+    """The notebook's graded code cells but tests, as one program (the student's kernel)."""
+    return "import numpy as np\n" + "\n".join(
+        c.source for c in graded_only(nb).cells if not grade_id(c).startswith("test_"))
+
+
+@pytest.mark.parametrize("name", ["reference", "d_grad_plus_equals", "d_preorder_reversed",
+                                  "d_no_grad_shape_check"])
+def test_step_d_rules_under_both_graders(name):
+    """The new step (d) probes run where the Tensor lives: the same verdict through the channel."""
+    from course_lib.checks import GradeError, InKernel, reaching
+    from harness import ChannelKernel
+    table = {m.id: m for m in MISTAKES}
+    nb = NB if name == "reference" else table[name].applied(NB)
+    code, source = _engine_code(nb), cell_by_id(NB, "test_Tensor_graph").source
+    namespace = {"__name__": "__main__"}
+    exec(code, namespace)
+    in_kernel = None
+    try:
+        with reaching(InKernel()):
+            exec(compile(source, "test", "exec"), namespace)
+    except GradeError as e:
+        in_kernel = str(e)
+    kernel = ChannelKernel(code)
+    try:
+        verdict = kernel.verdict(source)
+    finally:
+        kernel.close()
+    assert verdict.passed == (name == "reference") == (in_kernel is None), verdict.message
+    if in_kernel is not None:
+        assert verdict.message == in_kernel

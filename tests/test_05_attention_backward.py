@@ -56,10 +56,12 @@ MISTAKES = [mistake(*row) for row in [
      ["test_layer_norm", "test_layer_norm_hidden"], ["biased", "D - 1"]),
     ("layer_norm_one_pass_variance", "layer_norm",
      "((x - mean) ** 2).mean(axis=-1, keepdims=True)",
-     "(x ** 2).mean(axis=-1, keepdims=True) - mean ** 2", ["test_layer_norm_hidden"],
+     "(x ** 2).mean(axis=-1, keepdims=True) - mean ** 2",
+     ["test_layer_norm", "test_layer_norm_hidden"],
      ["two passes"]),
     ("layer_norm_sums_only_the_first_axis", "layer_norm", "lead = tuple(range(g.ndim - 1))",
-     "lead = 0", ["test_layer_norm", "test_layer_norm_hidden"], ["gamma: expected shape", "summed over"]),
+     "lead = 0", ["test_layer_norm", "test_layer_norm_hidden"],
+     ["gamma: expected shape", "ggamma", "every leading axis"]),
     ("embedding_assignment", "embedding", "np.add.at(gtable, ids, g)", "gtable[ids] = g",
      ["test_embedding", "test_embedding_hidden"], ["used several times gets the SUM"]),
     ("embedding_fancy_add", "embedding", "np.add.at(gtable, ids, g)", "gtable[ids] += g",
@@ -73,7 +75,8 @@ MISTAKES = [mistake(*row) for row in [
     ("attention_gk_not_transposed", "attention", "gk = np.swapaxes(gscores, -1, -2) @ q",
      "gk = gscores @ q", ["test_attention_causal"], ["gradient with respect to k", "last two axes swapped"]),
     ("attention_dot_T_on_batched_k", "attention", "q @ np.swapaxes(k, -1, -2)", "q @ k.T",
-     ["test_attention", "test_attention_causal", "test_attention_hidden"], ["matmul"]),
+     ["test_attention", "test_attention_causal", "test_attention_hidden"],
+     ["matmul", "in the forward pass", "k of shape", "reverses ALL axes"]),
     ("attention_backward_through_masked_positions", "attention",
      "gscores = softmax_vjp(gp) * scale",
      "gscores = softmax((q @ np.swapaxes(k, -1, -2)) * scale)[1](gp) * scale",
@@ -96,8 +99,9 @@ MISTAKES = [mistake(*row) for row in [
     ("block_pos_only_T_rows", "block_loss_and_grads",
      'grads["pos"] = np.zeros_like(p["pos"])                 # (block, D): rows >= T unused\n'
      '    grads["pos"][:T] = gx0.sum(axis=0)',
-     'grads["pos"] = gx0.sum(axis=0)', ["test_block_loss_and_grads_hidden"],
-     ["gradient of pos", "expected shape"]),
+     'grads["pos"] = gx0.sum(axis=0)',
+     ["test_block_loss_and_grads", "test_block_loss_and_grads_hidden"],
+     ["gradient of pos", "expected shape", "rows from T on (unused) get 0"]),
 ]]
 
 

@@ -16,6 +16,10 @@ The same cell text runs in one of two places, chosen with `reaching(...)`:
 
 `t.run` is the one door to student code: its result is reduced to data (anything else becomes
 `Unsupported`) the same way in both places, and a student error becomes one `GradeError`.
+
+Conventions every check keeps: every gradient and upstream gradient `g` a test passes is a
+float64 ndarray, 0-d for shape `()` and never a numpy scalar (`as_gradient` makes one); a vjp
+gets a fresh `g` per call and must leave it as it was (the notebooks' rule, checked).
 """
 from __future__ import annotations
 
@@ -204,7 +208,7 @@ class Suite:
 
     def cotangent(self, shape):
         """A random upstream gradient: never all ones, which hides transposes and orderings."""
-        return self.randn(*shape) if shape != () else np.float64(self.rng.uniform(0.5, 2.0))
+        return as_gradient(self.randn(*shape) if shape != () else self.rng.uniform(0.5, 2.0))
 
     # the only door to student code
     def run(self, thunk, *student_objects, label=None):
@@ -225,8 +229,15 @@ class Suite:
         name = name or getattr(f, "__name__", "function")
         grads = list(grads if grads is not None else inputs)
         out, expected = torch_vjp(torch_f, inputs, grads, g=g, rng=self)
-        g = out["g"]
-        got = self.run(lambda: call_vjp(f, inputs, g, len(grads)), f, label=name)
+        g, stage = out["g"], []
+        try:
+            got = self.run(lambda: call_vjp(f, inputs, g, len(grads), stage), f, label=name)
+        except GradeError as e:
+            if "NotYourOwn" in str(e):
+                raise
+            raise GradeError(str(e).rstrip(".") + "."
+                             + raised_context(name, inputs, g, stage, hints or {})) \
+                from e.__cause__
         check_vjp_result(name, got, out["out"], expected, inputs, grads, hints or {},
                          rtol=rtol, atol=atol)
 
@@ -236,7 +247,9 @@ class Suite:
         __tracebackhide__ = True  # IPython: show the student's code, not ours
         name = name or getattr(f, "__name__", "function")
         expected = expected_f(*args)
-        got = self.run(lambda: _call_copied(f, args), f, label=name)
+        described = (_describe_argument(f"argument {i + 1}", a) for i, a in enumerate(args))
+        call = f"{name}({', '.join(described)})"
+        got = self.run(lambda: _call_copied(f, args), f, label=call)
         assert_unchanged(name, got["args"], args)
         assert_close(got["out"], expected, what=f"{name}: {what}", hint=hint, rtol=rtol, atol=atol)
 
@@ -260,13 +273,27 @@ def _call_copied(f, args):
     return {"out": f(*args), "args": args}
 
 
-def call_vjp(f, inputs: dict, g, n_grads: int):
-    """Student side of a VJP check: forward, then the vjp twice (it may be called again)."""
+def as_gradient(value):
+    """A fresh float64 ndarray (0-d for a number): the only form a test passes a gradient in."""
+    return np.array(value, dtype=np.float64, copy=True)
+
+
+def call_vjp(f, inputs: dict, g, n_grads: int, stage=None):
+    """Student side of a VJP check: forward, then the vjp twice (it may be called again).
+
+    Each call gets its own copy of g; "g_changed" says whether a call wrote into it (under the
+    grader the channel writes the kernel's changes back into the copy sent). `stage` (a list)
+    records "vjp" once the forward pass has returned, for the message if the code raises.
+    """
     args = tuple(_copy(v) for v in inputs.values())
     out, vjp = f(*args)
-    first = vjp(_copy(g))
-    second = vjp(_copy(g))
-    return {"out": out, "grads": first, "again": second, "args": args}
+    if stage is not None:
+        stage.append("vjp")
+    sent = [as_gradient(g), as_gradient(g)]
+    first = vjp(sent[0])
+    second = vjp(sent[1])
+    changed = not all(np.array_equal(s, g, equal_nan=True) for s in sent)
+    return {"out": out, "grads": first, "again": second, "args": args, "g_changed": changed}
 
 
 # ---- torch references (run outside student code) --------------------------------------------
@@ -309,7 +336,7 @@ def torch_vjp(torch_f, inputs: dict, grads, *, g=None, rng=None):
     names = list(inputs)
     out, g, expected = torch_reference(torch_f, [np.asarray(v) for v in inputs.values()],
                                        [names.index(k) for k in grads], g=g, rng=rng)
-    return {"out": out, "g": g}, expected
+    return {"out": out, "g": as_gradient(g)}, expected
 
 
 def check_vjp_result(name, got, out, expected, inputs, grads, hints, rtol=RTOL, atol=ATOL):
@@ -327,7 +354,37 @@ def check_vjp_result(name, got, out, expected, inputs, grads, hints, rtol=RTOL, 
             again = " (on a second call of vjp)" if key == "again" else ""
             assert_close(r, e, what=f"{name}: gradient with respect to {arg}{again}",
                          rtol=rtol, atol=atol, hint=hints.get(arg), context=inputs)
+    if got.get("g_changed") is not False:
+        raise GradeError(g_modified_message(name))
     assert_unchanged(name, got["args"], tuple(inputs.values()), names=list(inputs))
+
+
+def raised_context(name, inputs: dict, g, stage, hints) -> str:
+    """What the student's code was called with when it raised, and the hint for that part."""
+    call = f"{name}({', '.join(_describe_argument(k, v) for k, v in inputs.items())})"
+    if stage:
+        text = f" It raised in vjp(g), with g of shape {np.shape(g)}, after {call}."
+        own = None
+    else:
+        text = f" It raised in the forward pass, called as {call}."
+        own = hints.get("out")
+    return text + _hint(own)
+
+
+def _describe_argument(key, value):
+    if isinstance(value, (np.ndarray, np.generic)):
+        return f"{key} of shape {np.shape(value)}"
+    return f"{key}={value!r:.60}"
+
+
+def g_modified_message(name):
+    """The rule a vjp broke by writing into its upstream gradient."""
+    return (f"{name}: its vjp modified g, the upstream gradient it was given (the values were "
+            "right, but g changed). A vjp must not modify g or its inputs: in an engine the "
+            "same g is often shared by several branches (x + y sends one g to both), so an "
+            "in-place write (dx = g; dx[x <= 0] = 0, or g[mask] = 0) corrupts the others. "
+            "Write it out of place, e.g. dx = np.where(x > 0, g, 0.0), g * (x > 0), or "
+            "dx = g.copy() before changing dx.")
 
 
 def _describe_grads(grads):
@@ -377,13 +434,18 @@ def _as_array(received, expected, what):
 
 
 def assert_close(received, expected, *, what, rtol=RTOL, atol=ATOL, hint=None, context=None):
-    """Shapes first, then values; the message names the worst index and suggests a cause."""
+    """Shapes first, then values; the message names the worst index and suggests a cause.
+
+    Hints go from the specific to the generic: a recognised mistake first (zeros, sign,
+    transpose, keepdims, a factor), then `hint`, the exercise's own.
+    """
     __tracebackhide__ = True  # IPython: show the student's code, not ours
     e = np.asarray(expected, dtype=np.float64)
     r = _as_array(received, e, what)
     if r.shape != e.shape:
+        specific = specific_shape_hint(r, e)
         raise GradeError(f"{what}: expected shape {e.shape}, got {r.shape}."
-                         + _hint(shape_hint(r, e) or hint))
+                         + _hints(specific, hint, None if specific else shape_hint(r, e)))
     if not np.all(np.isfinite(r[np.isfinite(e)])):
         idx = _index(np.argmax(~np.isfinite(r) & np.isfinite(e)), e.shape)
         raise GradeError(f"{what}: got {r[idx]} at index {idx} where {float(e[idx]):.6g} was "
@@ -396,9 +458,18 @@ def assert_close(received, expected, *, what, rtol=RTOL, atol=ATOL, hint=None, c
         return
     idx = _index(np.argmax(excess), e.shape)
     where = f" at index {idx}" if e.ndim else ""
-    raise GradeError(f"{what} is wrong{where}: expected {float(e[idx]):.6g}, received "
-                     f"{float(r[idx]):.6g} (rtol={rtol:g}, atol={atol:g})."
-                     + _hint(value_hint(r, e, context) or hint))
+    want, got = distinct_numbers(float(e[idx]), float(r[idx]))
+    raise GradeError(f"{what} is wrong{where}: expected {want}, received {got} "
+                     f"(rtol={rtol:g}, atol={atol:g})." + _hints(value_hint(r, e, context), hint))
+
+
+def distinct_numbers(expected: float, received: float) -> tuple[str, str]:
+    """Both numbers with 6 significant digits, or one more than it takes to tell them apart."""
+    for digits in range(6, 17):
+        if f"{expected:.{digits}g}" != f"{received:.{digits}g}":
+            digits += digits > 6
+            return f"{expected:.{digits}g}", f"{received:.{digits}g}"
+    return repr(expected), repr(received)
 
 
 def _index(flat, shape):
@@ -409,10 +480,29 @@ def _hint(text):
     return f" Hint: {text}" if text else ""
 
 
-def shape_hint(r, e):
-    if r.ndim == 2 and r.shape == e.shape[::-1]:
+def _hints(*texts):
+    """' Hint: first. Also: second.' for the texts given (None skipped, repeats dropped)."""
+    texts = [t for t in dict.fromkeys(texts) if t]
+    return "".join((" Hint: " if i == 0 else " Also: ") + t for i, t in enumerate(texts))
+
+
+def specific_shape_hint(r, e):
+    """A shape mistake recognised for sure: a transposed matrix, an axis kept by keepdims."""
+    if r.ndim == 2 and r.shape == e.shape[::-1] and r.shape[0] != r.shape[1]:
         return "the shape is transposed: check the order of the matrix product (for y = x @ w, " \
                "dL/dx = g @ w.T and dL/dw = x.T @ g)."
+    if r.ndim == e.ndim + 1 and any(r.shape[i] == 1 and r.shape[:i] + r.shape[i + 1:] == e.shape
+                                    for i in range(r.ndim)):
+        return f"keepdims=True left an axis of size 1: the answer has shape {e.shape}, so " \
+               "sum (or average) without keepdims, or drop that axis (e.g. .reshape(-1) or [0])."
+    return None
+
+
+def shape_hint(r, e):
+    """The specific shape hint, else what a shape of this size usually means."""
+    specific = specific_shape_hint(r, e)
+    if specific:
+        return specific
     if r.size > e.size and _broadcastable(e.shape, r.shape):
         return "this input was broadcast in the forward pass, so its gradient is the upstream " \
                "gradient summed over the broadcast axes (unbroadcast)."
@@ -430,24 +520,25 @@ def _broadcastable(small, big):
 
 
 def value_hint(r, e, context=None):
-    """Recognise the usual mistakes: a sign, a factor 2 or N, a transpose."""
+    """Recognise the usual mistakes, most specific first: all zeros, a sign, a transpose, a
+    factor 2 or N shared by several elements. None when nothing is recognised."""
+    if np.all(r == 0) and np.any(e != 0):
+        return "all zeros: is the upstream gradient g multiplied in, and does the mask or " \
+               "derivative point the right way?"
+    if np.any(e != 0) and np.allclose(r, -e, rtol=1e-5, atol=1e-10 * max(1.0, np.abs(e).max())):
+        return "the sign is flipped."
     if r.ndim == 2 and r.shape[0] == r.shape[1] and r.shape[0] > 1 and np.allclose(r, e.T):
         return "this is the transpose of the right answer: check the order of a matrix product."
     c = constant_factor(r, e)
-    if c is not None:
-        return factor_hint(c, context)
-    if np.all(r == 0):
-        return "all zeros: is the upstream gradient g multiplied in, and does the mask or " \
-               "derivative point the right way?"
-    return None
+    return factor_hint(c, context) if c is not None else None
 
 
 def constant_factor(r, e):
-    """c when r = c * e everywhere (r and e of the same shape, e not all zeros); else None."""
-    denom = float(np.vdot(e, e))
-    if denom == 0:
+    """c when r = c * e everywhere and at least two elements of e are nonzero (one number
+    always has "a factor"); else None."""
+    if np.count_nonzero(e) < 2:
         return None
-    c = float(np.vdot(r, e)) / denom
+    c = float(np.vdot(r, e)) / float(np.vdot(e, e))
     return c if np.allclose(r, c * e, rtol=1e-5, atol=1e-10 * max(1.0, np.abs(e).max())) else None
 
 
@@ -458,6 +549,8 @@ def factor_hint(c, context=None):
     sizes |= {int(np.size(v)) for v in (context or {}).values() if np.size(v) > 1}
     if abs(c + 1) < 1e-4:
         return "the sign is flipped."
+    if c == 0:
+        return "all zeros: is the upstream gradient g multiplied in?"
     if abs(c - 2) < 1e-4 or abs(c - 0.5) < 1e-4:
         return f"off by a factor of {c:g}: check the constant from the power rule " \
                "(d/dx x**2 = 2x) or a doubled term."
@@ -467,7 +560,7 @@ def factor_hint(c, context=None):
                    "its gradient does too."
         if abs(c - 1 / n) < 1e-6:
             return f"{n} times too small: is the 1/{n} of a mean applied twice?"
-    return f"off by a constant factor {c:.6g}."
+    return f"off by a constant factor {c:.6g} (every element)."
 
 
 # ---- finite differences and the compare-every-intermediate table ----------------------------

@@ -43,7 +43,8 @@ __all__ = [
     "FIXED_PAIRS", "broadcast_pair", "sum_to_shape",
     "check_tensors", "check_op", "check_broadcasting", "check_construction",
     "check_requires_grad", "check_leaf_rule", "check_reuse", "check_accumulation",
-    "check_default_backward",
+    "check_default_backward", "check_topological_order", "check_grad_out_of_place",
+    "check_grad_shape",
     "check_deep_chain", "check_cross_entropy", "check_linear", "check_sgd_step",
     "check_training", "STEPS", "probe_step", "building_on",
 ]
@@ -556,6 +557,153 @@ def check_default_backward(t, Tensor):
                          "broadcasting) into wrong gradients everywhere.")
 
 
+DIAMOND = "x -> u = x * a, v = x * b -> out = u + v"
+
+
+def check_topological_order(t, Tensor):
+    """`out._topological_order()` on the smallest graph where an order can go wrong, a diamond
+    (x feeds u and v, both feed out): every node after its parents; then out.backward(g)."""
+    x, g = t.randn(2), t.cotangent((2,))
+    a, b = (float(t.uniform(0.5, 2.0)) for _ in range(2))
+    label = f"the diamond {DIAMOND} (x of shape (2,), a = {a:.4g}, b = {b:.4g})"
+    got = t.run(lambda: _attempt(lambda: student_side(diamond, Tensor, x, g, a, b)), Tensor,
+                label=label)
+    _check_error(label, got)
+    order = got.get("order")
+    if isinstance(order, list):
+        order = [str(name)[:40] for name in order[:20]]  # data from the kernel: only text
+        problem = order_problem(order, DIAMOND_PARENTS)
+        if problem:
+            raise GradeError(f"{label}: out._topological_order() returned [{', '.join(order)}]: "
+                             f"{problem}. {ORDER_HINT}")
+    if got.get("grad") is None:
+        raise _grad_missing(label, "x")
+    _compare(got["grad"], (a + b) * g, f"{label}: x.grad after out.backward(g)",
+             hint="x reaches out along two paths, so x.grad = (a + b) * g, and only if x is "
+                  "processed after u and v have both passed their gradient on. " + ORDER_HINT)
+
+
+DIAMOND_PARENTS = {"x": (), "u": ("x",), "v": ("x",), "out": ("u", "v")}
+ORDER_HINT = ("_topological_order must list every node after all of its parents, so that "
+              "backward(), walking the list in reverse, reaches a node only after every node "
+              "that uses it has sent its gradient: append a node once its parents are in the "
+              "list (on its second visit), not when it is first popped or seen (a preorder, "
+              "even reversed, fails on a diamond).")
+
+
+def order_problem(order, parents):
+    """Why `order` (node names) is no topological order of `parents`; None if it is one."""
+    missing = [n for n in parents if n not in order]
+    if missing or len(order) != len(parents):
+        return f"it must list each of {', '.join(parents)} exactly once"
+    for i, node in enumerate(order):
+        later = [p for p in parents[node] if p in order[i:]]
+        if later:
+            return f"{node} comes before its parent {later[0]}"
+    return None
+
+
+def diamond(Tensor, x, g, a, b):
+    """(Where the Tensor lives) the diamond's order of nodes, then x.grad after backward(g)."""
+    leaf = Tensor(x.copy(), requires_grad=True)
+    u, v = leaf * a, leaf * b
+    out = u + v
+    names = {id(leaf): "x", id(u): "u", id(v): "v", id(out): "out"}
+    record = {"order": None}
+    order = getattr(out, "_topological_order", None)
+    if callable(order):
+        # the constants a and b are nodes too (lifted to Tensors): only the four named count
+        record["order"] = [names[id(n)] for n in list(order())[:20] if id(n) in names]
+    out.backward(g.copy())
+    record["grad"] = _copy(leaf.grad)
+    return record
+
+
+def check_grad_out_of_place(t, Tensor, shape=(2, 3)):
+    """.grad is a tensor's own array: not shared with another tensor or with the g passed to
+    backward, so a later pass (node.grad += g would write into it) changes only its tensor."""
+    x, z = t.randn(*shape), t.randn(*shape)
+    g1, g2 = t.cotangent(shape), t.cotangent(shape)
+    label = (f"x, z of shape {shape} (requires_grad=True): (x + z).backward(g1), then "
+             "(x * 2.0).backward(g2)")
+    got = t.run(lambda: _attempt(lambda: student_side(grad_sharing, Tensor, x, z, g1, g2)),
+                Tensor, label=label)
+    if isinstance(got, dict) and "read-only" in str(got.get("error", "")):
+        raise GradeError(f"{label}: your code raised {got['error']} {OUT_OF_PLACE}")
+    _check_error(label, got)
+    pairs = (("x_is_z", "x.grad with z.grad"), ("x_is_g1", "x.grad with g1"),
+             ("z_is_g1", "z.grad with g1"))
+    shared = [what for key, what in pairs if got.get(key) is True]
+    if shared:
+        raise GradeError(f"{label}: after the first pass these arrays share memory: "
+                         f"{', '.join(shared)}. {OUT_OF_PLACE}")
+    after = (("g1", "g1", g1), ("z.grad", "z", g1), ("x.grad", "x", g1 + 2 * g2))
+    for name, key, expected in after:
+        if got.get(key) is None:
+            raise _grad_missing(label, name)
+        _compare(got[key], expected, f"{label}: {name} after both passes", hint=OUT_OF_PLACE)
+
+
+OUT_OF_PLACE = ("Update .grad out of place (node.grad = node.grad + g), and store a copy the "
+                "first time (np.array(g, dtype=np.float64)): backward() hands the same array to "
+                "several tensors (x + z sends one g to both) and to you, so node.grad += g "
+                "(in place) writes into all of them, and into read-only broadcasts "
+                "(np.broadcast_to).")
+
+
+def grad_sharing(Tensor, x, z, g1, g2):
+    """(Where the Tensor lives) two passes; whether .grad arrays are shared; the values after."""
+    xt, zt = Tensor(x.copy(), requires_grad=True), Tensor(z.copy(), requires_grad=True)
+    sent = g1.copy()
+    (xt + zt).backward(sent)
+
+    def shares(a, b):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.shares_memory(a, b)
+
+    record = {"x_is_z": shares(xt.grad, zt.grad), "x_is_g1": shares(xt.grad, sent),
+              "z_is_g1": shares(zt.grad, sent)}
+    (xt * 2.0).backward(g2.copy())
+    record.update(x=_copy(xt.grad), z=_copy(zt.grad), g1=_copy(sent))
+    return record
+
+
+GRAD_SHAPES = [((3,), (2, 3)), ((2, 3), (3,)), ((2, 1), (2, 3))]
+
+
+def check_grad_shape(t, Tensor, pairs=GRAD_SHAPES):
+    """out.backward(grad) must raise when grad's shape is not out's, even where it broadcasts."""
+    values = [t.randn(*shape) for shape, _ in pairs]
+    c = float(t.uniform(0.5, 2.0))
+    got = t.run(lambda: _attempt(lambda: student_side(wrong_grad_shapes, Tensor, values, c,
+                                                      [list(s) for _, s in pairs])),
+                Tensor, label="backward(grad) with a grad of the wrong shape")
+    _check_error("backward(grad) with a grad of the wrong shape", got)
+    raised = got.get("raised")
+    if not (isinstance(raised, list) and len(raised) == len(pairs)):
+        raise GradeError(f"backward(grad) with a grad of the wrong shape: unexpected result "
+                         f"{raised!r:.100}.")
+    for (shape, grad_shape), raised in zip(pairs, raised):
+        if raised is not True:
+            raise GradeError(
+                f"(v * {c:.4g}).backward(grad) with v of shape {shape} and grad of shape "
+                f"{grad_shape} did not raise: backward() must check that grad has the output's "
+                "shape (raise ValueError when grad.shape != self.shape). Unchecked, numpy "
+                "broadcasts the wrong grad silently into wrong gradients everywhere.")
+
+
+def wrong_grad_shapes(Tensor, values, c, grad_shapes):
+    """(Where the Tensor lives) whether (v * c).backward(ones(grad_shape)) raised, per pair."""
+    raised = []
+    for value, grad_shape in zip(values, grad_shapes):
+        v = Tensor(value.copy(), requires_grad=True)
+        try:
+            (v * c).backward(np.ones(tuple(grad_shape)))
+            raised.append(False)
+        except Exception:  # noqa: BLE001 (any error type is fine)
+            raised.append(True)
+    return {"raised": raised}
+
+
 def check_deep_chain(t, Tensor, n=100_000):
     """A chain of n ops (alternately * c and + 0.0) must backpropagate without RecursionError."""
     x = t.randn(2)
@@ -795,6 +943,7 @@ def probe_step(t, Tensor, step):
         check_op(t, Tensor, "T", ((2, 3),))
         check_op(t, Tensor, "matmul", ((2, 3), (3, 4)))
     elif step == "d":
+        check_topological_order(t, Tensor)
         check_default_backward(t, Tensor)
         check_accumulation(t, Tensor)
     else:

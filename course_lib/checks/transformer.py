@@ -83,7 +83,7 @@ def check_block(t, block_loss_and_grads, params, ids, targets):
         p, i, y = _copies(params), ids.copy(), targets.copy()
         return {"out": block_loss_and_grads(p, i, y), "params": p, "ids": i, "targets": y}
 
-    got = t.run(probe, block_loss_and_grads, label=name)
+    got = t.run(probe, block_loss_and_grads, label=what)  # a raise tells the sizes
     out = got["out"]
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise GradeError(f"{what}: must return the pair (loss, grads); it returned "
