@@ -183,7 +183,8 @@ def cmd_check(args):
     from course_lib.grading.course import find_root, package_course
     root = args.root or (find_root() if _in_a_course() else package_course()) or find_root()
     return selfcheck.check(args.notebook, root=root, sandbox=args.sandbox,
-                           verbose=args.verbose, only=tuple(args.only or ()))
+                           verbose=args.verbose, only=tuple(args.only or ()),
+                           timings=args.timings)
 
 
 def _in_a_course() -> bool:
@@ -266,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="check just this exercise (the function or class it asks for, "
                            "e.g. --only Tensor); repeatable. Runs the notebook only as far as "
                            "its tests, skipping other exercises' tests and demo cells")
+            p.add_argument("--timings", action="store_true",
+                           help="print where the time went (to stderr)")
         if name == "cluster-certs":
             p.add_argument("folder", help="where to write them (a new or empty folder)")
             p.add_argument("--host", action="append", help="a host name or IP address of the "
