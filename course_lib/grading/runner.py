@@ -129,10 +129,11 @@ def execute_task(task: Task) -> Result:
     return asyncio.run(_execute(task))
 
 
-def execute_when_given(limits: Limits, sandbox: bool, task) -> Result:
+def execute_when_given(limits: Limits, sandbox: bool, task, on_start=None) -> Result:
     """Start the kernel now, run the Task that the future `task` gives once it is ready
-    (`course check --only`: the kernel starts while the grader still reads the notebooks)."""
-    return asyncio.run(_execute(None, (limits, sandbox, task)))
+    (`course check --only`: the kernel starts while the grader still reads the notebooks);
+    `on_start()` is called once the kernel's process is launched."""
+    return asyncio.run(_execute(None, (limits, sandbox, task, on_start)))
 
 
 HISTORY_IN_MEMORY = "--HistoryManager.hist_file=:memory:"  # what nbclient asks of ipykernel
@@ -150,7 +151,7 @@ async def _execute(task: Task | None, later=None) -> Result:
         km = SandboxKernelManager(workdir, limits, extra_env={}, sandbox=sandbox,
                                   kdir=scratch.folder("kernel"))
         if later is not None:
-            task = await _start_while_waiting(km, workdir, later[2])
+            task = await _start_while_waiting(km, workdir, *later[2:])
         deadline = start + task.limits.notebook_timeout
         nb = nbformat.reads(task.nb_json, as_version=4)
         _write_files(workdir, task.files)
@@ -213,14 +214,12 @@ async def _execute(task: Task | None, later=None) -> Result:
                   calls, timings)
 
 
-async def _start_while_waiting(km, workdir: str, future) -> Task:
-    """Start the kernel and wait for the task together; the task, once both are done."""
-    starting = asyncio.ensure_future(km.start_kernel(extra_arguments=[HISTORY_IN_MEMORY],
-                                                     cwd=workdir))
-    try:
-        return await asyncio.wrap_future(future)
-    finally:
-        await asyncio.wait({starting})  # a kernel half started is still cleaned up after
+async def _start_while_waiting(km, workdir: str, future, on_start=None) -> Task:
+    """Launch the kernel (it boots on its own from there), then wait for the task."""
+    await km.start_kernel(extra_arguments=[HISTORY_IN_MEMORY], cwd=workdir)
+    if on_start is not None:
+        on_start()
+    return await asyncio.wrap_future(future)
 
 
 def _over_budget(task):

@@ -159,16 +159,15 @@ def _check(path, root, sandbox, verbose, keep, only, timings, clock, early) -> i
 
 
 class EarlyKernel:
-    """The sandboxed kernel of an `--only` check, started at once in a thread of its own (with
-    the grader's references imported in another), and given its task once it is ready."""
+    """The sandboxed kernel of an `--only` check, started at once in a thread of its own (the
+    grader's references imported in another once it is launched), given its task when ready."""
 
     def __init__(self, sandbox: bool | None):
         self.wanted = sandbox
         self.sandbox, self.task, self.result = Future(), Future(), Future()
         self.threads = [threading.Thread(target=target, daemon=True)
                         for target in (self._run, _import_references)]
-        for thread in self.threads:
-            thread.start()
+        self.threads[0].start()  # the references once the kernel is launched: they hold the GIL
 
     def _run(self):
         try:
@@ -180,7 +179,8 @@ class EarlyKernel:
                                  "(apt-get install bubblewrap)")
             sandbox = available if self.wanted is None else self.wanted
             self.sandbox.set_result(sandbox)
-            self.result.set_result(runner.execute_when_given(Limits(), sandbox, self.task))
+            self.result.set_result(runner.execute_when_given(Limits(), sandbox, self.task,
+                                                             self.threads[1].start))
         except BaseException as e:  # noqa: BLE001 (handed to the main thread)
             for future in (self.sandbox, self.result):
                 if not future.done():
