@@ -182,9 +182,9 @@ def cmd_check(args):
     from course_lib.grading import selfcheck
     from course_lib.grading.course import find_root, package_course
     root = args.root or (find_root() if _in_a_course() else package_course()) or find_root()
-    return selfcheck.check(args.notebook, root=root, sandbox=args.sandbox,
-                           verbose=args.verbose, only=tuple(args.only or ()),
-                           timings=args.timings)
+    run = selfcheck.watch if args.watch else selfcheck.check
+    return run(args.notebook, root=root, sandbox=args.sandbox, verbose=args.verbose,
+               only=tuple(args.only or ()), timings=args.timings)
 
 
 def _in_a_course() -> bool:
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "its tests, skipping other exercises' tests and demo cells")
             p.add_argument("--timings", action="store_true",
                            help="print where the time went (to stderr)")
+            p.add_argument("--watch", action="store_true",
+                           help="check again each time the notebook is saved (Ctrl-C stops)")
         if name == "cluster-certs":
             p.add_argument("folder", help="where to write them (a new or empty folder)")
             p.add_argument("--host", action="append", help="a host name or IP address of the "

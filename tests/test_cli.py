@@ -184,3 +184,40 @@ def test_course_check_only_reports_the_named_exercise(tmp_path, assignment, name
     result = course("check", str(mine), "--only", name, cwd=str(tmp_path))
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"FAIL test_{name}" in result.stdout and "revisit: " + name in result.stdout
+
+
+@pytest.mark.slow
+def test_course_check_watch_checks_again_when_the_notebook_is_saved(tmp_path):
+    import nbformat
+    import signal
+    import time
+    nb = read(source_path("03_mlp_backward"))
+    mine = tmp_path / "mine.ipynb"
+    nbformat.write(nb, mine)
+    log = open(tmp_path / "watch.log", "w")
+    proc = subprocess.Popen([COURSE, "check", str(mine), "--only", "affine", "--watch"],
+                            cwd=str(tmp_path), env=BARE_ENV, stdout=log, stderr=subprocess.STDOUT)
+
+    def output_when(count, what):
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            text = (tmp_path / "watch.log").read_text()
+            if text.count(what) >= count:
+                return text
+            assert proc.poll() is None, text
+            time.sleep(0.5)
+        raise AssertionError(f"no {what!r} in time:\n{text}")
+
+    try:
+        output_when(1, "watching ")
+        assert "score 3/3; everything passes" in output_when(1, "score ")
+        cell = cell_by_id(nb, "affine")
+        cell.source = cell.source.replace("x.T @ g", "g.T @ x")
+        nbformat.write(nb, mine)  # the learner saves a change
+        text = output_when(2, "watching ")
+        assert "FAIL test_affine" in text.split("score 3/3")[1], text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        log.close()
+    assert proc.returncode == 0
