@@ -121,8 +121,9 @@ def main():
     for label, seconds, ratio, target in rows:
         print(f"{label:<36} {seconds:6.2f} s   {ratio:<20} {target}")
     line = next((l for l in stderr.splitlines() if l.startswith("timings: ")), "")
-    print("\nwhere --only Tensor's time goes (the kernel starts at once, in parallel with "
-          "reading and imports; torch loads in a thread meanwhile):")
+    print("\nwhere --only Tensor's time goes (`course check --timings`): the kernel starts at "
+          "once, in parallel with reading and imports; torch loads in a thread once it is "
+          "launched; the kernel's phases run one after the other:")
     for part in line.removeprefix("timings: ").split(", "):
         print(f"  {part}")
 

@@ -186,6 +186,10 @@ def _check(path, root, sandbox, verbose, keep, only, timings, clock, early) -> i
     return 0 if results and earned == possible and not raised else 1
 
 
+class CheckStopped(Exception):
+    """Given to an early kernel whose check will not run (so that it is stopped)."""
+
+
 class EarlyKernel:
     """The sandboxed kernel of an `--only` check, started at once in a thread of its own (the
     grader's references imported in another once it is launched), given its task when ready."""
@@ -222,7 +226,7 @@ class EarlyKernel:
     def close(self):
         """A check that stopped early (an unknown name) stops the kernel, and waits for it."""
         if not self.task.done():
-            self.task.set_exception(SystemExit("check stopped"))
+            self.task.set_exception(CheckStopped("the check stopped before its task was ready"))
         self.threads[0].join(60)
 
 
@@ -230,7 +234,9 @@ def _run_pipeline(path, root, assignment, notebook, sandbox, keep):
     """The full check: nbgrader's release and our grading pipeline, as an instructor's."""
     threading.Thread(target=_import_references, daemon=True).start()  # used at the first test
     import nbformat
+    from course_lib.cli import quiet_dependencies
     from course_lib.grading import pipeline
+    quiet_dependencies()  # nbgrader's SQLAlchemy notes, now that it is imported
     scratch = tempfile.mkdtemp(prefix="course-check-")
     try:
         os.environ.pop("COURSE_DB_URL", None)
@@ -269,7 +275,7 @@ def _run_selected(nb, source_nb, root, assignment, notebook, selected, early, cl
     clock.lap("imports")
     result = early.run(task)
     waited = time.monotonic() - clock.last
-    clock.phases.update({"kernel ready (started with the check, in parallel)":
+    clock.phases.update({"kernel ready (started with the check)":
                          result.timings.get("kernel"), "cells": result.timings.get("cells"),
                          "tests": result.timings.get("tests"), "waited for the kernel": waited})
     clock.last = time.monotonic()
