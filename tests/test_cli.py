@@ -116,6 +116,12 @@ def test_report_names_every_cell_that_raised_and_never_says_everything_passes():
     assert "everything passes" not in out
     assert out.splitlines()[-1].startswith("score 1/1; cell 2 raised AssertionError")
     assert out.splitlines()[0].startswith("ERROR cell 2 (`print(")
+    nb.cells[2].outputs[1]["traceback"] = [
+        "\x1b[0;31mAssertionError\x1b[0m  Traceback (most recent call last)",
+        "Cell \x1b[0;32mIn[3], line 3\x1b[0m\n\x1b[1;32m      2\x1b[0m print(mse)\n"
+        "\x1b[0;32m----> 3\x1b[0m \x1b[38;5;28;01massert\x1b[39;00m mse < 0.05\n"]
+    assert raised_cells(nb, {"test_a"}) == [
+        "cell 2 (`print(f'test MSE {mse}')`) raised AssertionError at `assert mse < 0.05`"]
     two = render({"test_a": (0.0, 1.0)}, {}, verbose=False, names=["a"],
                  raised=raised + ["cell 5 (`x`) raised ValueError: no"])
     assert two.splitlines()[-1].startswith("score 0/1; revisit: a; cells 2, 5 raised errors")
