@@ -13,6 +13,7 @@ This module's top imports are light on purpose (the in-notebook check reuses its
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -83,7 +84,7 @@ class Clock:
         self.last = now
 
     def line(self) -> str:
-        total = (self.phases["process start"] or 0.0) + time.monotonic() - self.began
+        total = (self.phases.get("process start") or 0.0) + time.monotonic() - self.began
         return "timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items()
                                        if v is not None) + f", total {total:.2f} s"
 
@@ -101,13 +102,16 @@ def _since_process_start():
 
 
 def check(path: str, root: str | None = None, sandbox=None, verbose=False, keep=False,
-          only=(), timings=False) -> int:
-    """Check the notebook at `path`; 0 when every selected test passed and no cell raised."""
+          only=(), timings=False, spare=None) -> int:
+    """Check the notebook at `path`; 0 when every selected test passed and no cell raised.
+    `spare`: an `EarlyKernel` started beforehand (`--watch`), used by an `--only` check."""
     from course_lib.grading.course import find_root
     clock = Clock()
+    if spare is not None:  # a check of --watch: its process started long ago
+        clock.phases["process start"] = None
     root = root or find_root()
     # first: the kernel starts while we read (not for a name nothing grades: that is an error)
-    early = EarlyKernel(sandbox) if only and _known_somewhere(root, only) else None
+    early = spare or (EarlyKernel(sandbox) if only and _known_somewhere(root, only) else None)
     try:
         return _check(path, root, sandbox, verbose, keep, only, timings, clock, early)
     finally:
@@ -116,21 +120,30 @@ def check(path: str, root: str | None = None, sandbox=None, verbose=False, keep=
 
 
 def watch(path: str, **options) -> int:
-    """Check `path` now and again each time it is saved, until Ctrl-C."""
-    seen = None
+    """Check `path` now and again each time it is saved, until Ctrl-C. With `only`, the next
+    check's sandboxed kernel is started as soon as one ends: a save finds it ready (fresh)."""
+    from course_lib.grading.course import find_root
+    options["root"] = options.get("root") or find_root()
+    warm = bool(options.get("only")) and _known_somewhere(options["root"], options["only"])
+    seen, spare = None, None
     try:
         while True:
             stamp = _stamp(path)
             if stamp != seen:
                 seen = stamp
                 try:
-                    check(path, **options)
+                    check(path, spare=spare, **options)
                 except SystemExit as e:  # a wrong name, a half-written file: say it, go on
                     print(e)
+                spare = EarlyKernel(options.get("sandbox")) if warm else None
                 print(f"\nwatching {path}: save it to check again (Ctrl-C stops)", flush=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
+    finally:
+        if spare is not None:
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: bwrap dies with us
+                spare.close()
 
 
 def _stamp(path: str):
