@@ -199,8 +199,9 @@ def cmd_check(args):
     from course_lib.grading import selfcheck
     from course_lib.grading.course import find_root, package_course
     root = args.root or (find_root() if _in_a_course() else package_course()) or find_root()
-    return selfcheck.check(args.notebook, root=root, sandbox=args.sandbox,
-                           verbose=args.verbose, only=tuple(args.only or ()))
+    run = selfcheck.watch if args.watch else selfcheck.check
+    return run(args.notebook, root=root, sandbox=args.sandbox, verbose=args.verbose,
+               only=tuple(args.only or ()), timings=args.timings)
 
 
 def _in_a_course() -> bool:
@@ -283,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="check just this exercise (the function or class it asks for, "
                            "e.g. --only Tensor); repeatable. Runs the notebook only as far as "
                            "its tests, skipping other exercises' tests and demo cells")
+            p.add_argument("--timings", action="store_true",
+                           help="print where the time went (to stderr)")
+            p.add_argument("--watch", action="store_true",
+                           help="check again each time the notebook is saved (Ctrl-C stops)")
         if name == "cluster-certs":
             p.add_argument("folder", help="where to write them (a new or empty folder)")
             p.add_argument("--host", action="append", help="a host name or IP address of the "
@@ -302,12 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_dependencies() -> None:
+def quiet_dependencies(sqlalchemy: bool = True) -> None:
     """Dependencies' warnings (SQLAlchemy's notes on nbgrader's models, deprecations) are not
-    for a TA: they would read as problems with the class."""
+    for a TA: they would read as problems with the class. `sqlalchemy=False`: not yet (its
+    import costs `course check --only`, which never uses it, half a second)."""
     import warnings
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if not sqlalchemy:
+        return
     try:
         from sqlalchemy.exc import SAWarning
     except ImportError:
@@ -317,7 +325,7 @@ def quiet_dependencies() -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_dependencies()
+    quiet_dependencies(sqlalchemy=args.verb != "check")  # check: once it imports nbgrader
     code = args.fn(args)
     return int(code or 0)
 

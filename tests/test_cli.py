@@ -79,8 +79,93 @@ def test_only_selects_the_tests_of_an_exercise():
                                  "Tensor_graph"])) == 8
     assert select_tests(read(source_path("03_mlp_backward")), ["affine"]) == \
         ("test_affine", "test_affine_hidden")
-    with pytest.raises(SystemExit, match="its exercises"):
+    with pytest.raises(SystemExit, match="--only accepts: Tensor, .*, sgd_step, training$"):
         select_tests(nb, ["nothing"])
+
+
+def test_only_accepts_every_graded_name_it_lists():
+    from course_lib.grading.selfcheck import graded_names, select_tests
+    nb = read(source_path("04_autodiff_engine"))
+    names = graded_names(nb)
+    assert names[-1] == "training" and "Linear" in names
+    assert select_tests(nb, ["training"]) == ("test_training_hidden",)
+    every = [gid for name in names for gid in select_tests(nb, [name])]
+    tests = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+             if c.metadata.get("nbgrader", {}).get("grade")
+             and not c.metadata["nbgrader"].get("solution")]
+    assert sorted(every) == sorted(tests)  # each test is reachable by a listed name, once
+
+
+def test_report_names_every_cell_that_raised_and_never_says_everything_passes():
+    import nbformat
+    from course_lib.grading.selfcheck import raised_cells, render
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("### Notes from the grader\n\n- a note"),
+        nbformat.v4.new_code_cell("import numpy as np"),
+        nbformat.v4.new_code_cell("\nprint(f'test MSE {mse}')\nassert mse < 0.05", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="test MSE nan\n"),
+            nbformat.v4.new_output("error", ename="AssertionError", evalue="", traceback=[])]),
+        nbformat.v4.new_code_cell("check()", metadata={"nbgrader": {"grade_id": "test_a"}},
+                                  outputs=[nbformat.v4.new_output(
+                                      "error", ename="AssertionError", evalue="graded",
+                                      traceback=[])]),
+    ])
+    raised = raised_cells(nb, {"test_a"})
+    assert raised == ["cell 2 (`print(f'test MSE {mse}')`) raised AssertionError"]
+    out = render({"test_a": (1.0, 1.0)}, {}, verbose=False, names=["a"], raised=raised)
+    assert "everything passes" not in out
+    assert out.splitlines()[-1].startswith("score 1/1; cell 2 raised AssertionError")
+    assert out.splitlines()[0].startswith("ERROR cell 2 (`print(")
+    nb.cells[2].outputs[1]["traceback"] = [
+        "\x1b[0;31mAssertionError\x1b[0m  Traceback (most recent call last)",
+        "Cell \x1b[0;32mIn[3], line 3\x1b[0m\n\x1b[1;32m      2\x1b[0m print(mse)\n"
+        "\x1b[0;32m----> 3\x1b[0m \x1b[38;5;28;01massert\x1b[39;00m mse < 0.05\n"]
+    assert raised_cells(nb, {"test_a"}) == [
+        "cell 2 (`print(f'test MSE {mse}')`) raised AssertionError at `assert mse < 0.05`"]
+    two = render({"test_a": (0.0, 1.0)}, {}, verbose=False, names=["a"],
+                 raised=raised + ["cell 5 (`x`) raised ValueError: no"])
+    assert two.splitlines()[-1].startswith("score 0/1; revisit: a; cells 2, 5 raised errors")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("only", [(), ("tanh_grad",)])
+def test_course_check_reports_an_example_cell_that_raised(tmp_path, only):
+    """A solved notebook whose example cell raises: every test passes, the check does not."""
+    import nbformat
+    nb = read(source_path("01_chain_rule"))
+    example = next(i for i, c in enumerate(nb.cells)
+                   if c.cell_type == "code" and c.source.startswith("xs = np.array([-1000.0"))
+    nb.cells[example].source += "\nassert xs.max() < 0, 'the example disagrees'"
+    mine = tmp_path / "mine.ipynb"
+    nbformat.write(nb, mine)
+    args = [a for name in only for a in ("--only", name)]
+    result = course("check", str(mine), *args, cwd=str(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    number = example + 1
+    assert f"ERROR cell {number} (`xs = np.array([-1000.0, -20.0, 0.0, 20.0, 1000.0])`) raised " \
+        "AssertionError: the example disagrees" in " ".join(result.stdout.split()), result.stdout
+    assert "everything passes" not in result.stdout
+    assert f"; cell {number} raised AssertionError" in lines[-1], result.stdout
+    assert "revisit" not in lines[-1], result.stdout
+
+
+@pytest.mark.slow
+def test_course_check_only_restores_the_test_cells_from_source(tmp_path):
+    """`--only` reads the tests from source/, not from the notebook: an edited test cell is
+    the course's again, a deleted one is put back."""
+    import nbformat
+    nb = read(source_path("03_mlp_backward"))
+    cell_by_id(nb, "test_affine").source = "print('passes, trust me')"
+    nb.cells.remove(cell_by_id(nb, "test_affine_hidden"))
+    cell = cell_by_id(nb, "affine")
+    cell.source = cell.source.replace("x.T @ g", "g.T @ x")
+    mine = tmp_path / "mine.ipynb"
+    nbformat.write(nb, mine)
+    result = course("check", str(mine), "--only", "affine", cwd=str(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL test_affine  0/1" in result.stdout and "FAIL test_affine_hidden  0/2" in \
+        result.stdout, result.stdout
 
 
 @pytest.mark.slow
@@ -105,3 +190,40 @@ def test_course_check_only_reports_the_named_exercise(tmp_path, assignment, name
     result = course("check", str(mine), "--only", name, cwd=str(tmp_path))
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"FAIL test_{name}" in result.stdout and "revisit: " + name in result.stdout
+
+
+@pytest.mark.slow
+def test_course_check_watch_checks_again_when_the_notebook_is_saved(tmp_path):
+    import nbformat
+    import signal
+    import time
+    nb = read(source_path("03_mlp_backward"))
+    mine = tmp_path / "mine.ipynb"
+    nbformat.write(nb, mine)
+    log = open(tmp_path / "watch.log", "w")
+    proc = subprocess.Popen([COURSE, "check", str(mine), "--only", "affine", "--watch"],
+                            cwd=str(tmp_path), env=BARE_ENV, stdout=log, stderr=subprocess.STDOUT)
+
+    def output_when(count, what):
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            text = (tmp_path / "watch.log").read_text()
+            if text.count(what) >= count:
+                return text
+            assert proc.poll() is None, text
+            time.sleep(0.5)
+        raise AssertionError(f"no {what!r} in time:\n{text}")
+
+    try:
+        output_when(1, "watching ")
+        assert "score 3/3; everything passes" in output_when(1, "score ")
+        cell = cell_by_id(nb, "affine")
+        cell.source = cell.source.replace("x.T @ g", "g.T @ x")
+        nbformat.write(nb, mine)  # the learner saves a change
+        text = output_when(2, "watching ")
+        assert "FAIL test_affine" in text.split("score 3/3")[1], text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        log.close()
+    assert proc.returncode == 0

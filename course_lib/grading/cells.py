@@ -89,3 +89,22 @@ def grade_ids_in_order(nb) -> list[str]:
     """Graded cells' ids in notebook order (the order a score table follows)."""
     return [grade_id(c) for c in nb.cells
             if grade_id(c) and c.metadata.get("nbgrader", {}).get("grade") is True]
+
+
+def position(order, name) -> int:
+    """Where course cell `name` stands in the course's order (unknown: last)."""
+    return order.index(name) if name in order else len(order)
+
+
+def insert_position(nb, order, name) -> int:
+    """Where a missing course cell goes: after the nearest earlier course cell still present
+    (any kind), or before the nearest later one, or first."""
+    present = {grade_id(cell): i for i, cell in enumerate(nb.cells) if grade_id(cell)}
+    pos = position(order, name)
+    for earlier in reversed(order[:pos]):
+        if earlier in present:
+            return present[earlier] + 1
+    for later in order[pos + 1:]:
+        if later in present:
+            return present[later]
+    return 0

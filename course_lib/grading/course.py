@@ -10,11 +10,8 @@ import shutil
 import sys
 import tempfile
 
-from nbgrader.api import Gradebook
-from nbgrader.apps import NbGraderAPI
-from nbgrader.coursedir import CourseDirectory
-from traitlets.config import Config
-from traitlets.config.loader import PyFileConfigLoader
+# nbgrader is imported where a Course is made: finding a course's folder (`course check`)
+# must not cost its seconds of start-up
 
 CONFIG_FILE = "nbgrader_config.py"
 SECRET_FILE = ".grading_secret"
@@ -83,6 +80,7 @@ def ensure_env_on_path() -> None:
 
 class Course:
     def __init__(self, root: str | None = None, db_url: str | None = None):
+        from nbgrader.coursedir import CourseDirectory
         ensure_env_on_path()
         self.root = checked_root(root) if root else find_root()
         self.config = self._load_config()
@@ -107,7 +105,8 @@ class Course:
                 if not os.path.islink(path):
                     os.chmod(path, 0o700 if os.path.isdir(path) else 0o600)
 
-    def _load_config(self) -> Config:
+    def _load_config(self):
+        from traitlets.config.loader import PyFileConfigLoader
         loader = PyFileConfigLoader(CONFIG_FILE, path=self.root)
         return loader.load_config()
 
@@ -122,7 +121,11 @@ class Course:
     def path(self, *parts) -> str:
         return os.path.join(self.root, *parts)
 
-    def api(self, extra: Config | None = None) -> NbGraderAPI:
+    def api(self, extra=None):
+        """nbgrader's API on this course, with `extra` (a traitlets Config) merged in."""
+        from nbgrader.apps import NbGraderAPI
+        from nbgrader.coursedir import CourseDirectory
+        from traitlets.config import Config
         config = Config(self.config)
         if extra is not None:
             config.merge(extra)
@@ -132,7 +135,8 @@ class Course:
         api.log.setLevel(logging.ERROR)
         return api
 
-    def gradebook(self) -> Gradebook:
+    def gradebook(self):
+        from nbgrader.api import Gradebook
         return Gradebook(self.db_url, self.course_id)
 
     def assignments(self) -> list[str]:

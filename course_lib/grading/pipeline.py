@@ -28,7 +28,7 @@ from course_lib.channel import wire
 from course_lib.grading import cells
 from course_lib.grading import preprocessors as pp
 from course_lib.grading.course import Course, folders
-from course_lib.grading.runner import Result, Task, execute_task
+from course_lib.grading.runner import Result, Task, execute_task, read_files
 from course_lib.grading.sandbox import Limits, bwrap_available
 from course_lib.grading.verdicts import Verdict, seeds_for
 
@@ -186,16 +186,7 @@ def sanitize(course: Course, nb, student, assignment, notebook):
 
 def course_files(course: Course, assignment: str) -> dict:
     """Non-notebook files of the assignment (data a notebook reads), shipped with each task."""
-    folder = course.path("source", assignment)
-    files = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]
-        for f in filenames:
-            if not f.endswith(".ipynb") and not f.startswith("."):
-                path = os.path.join(dirpath, f)
-                with open(path, "rb") as fh:
-                    files[os.path.relpath(path, folder)] = fh.read()
-    return files
+    return read_files(course.path("source", assignment))
 
 
 def test_cells(gb, notebook, assignment):

@@ -21,6 +21,8 @@ HIDDEN_NOTE = "# Hidden tests ran here. Your result is shown below."
 
 
 from course_lib.grading.cells import grade_id as _grade_id  # noqa: E402 (one reader of ids)
+from course_lib.grading.cells import insert_position as _insert_at  # noqa: E402
+from course_lib.grading.cells import position as _position  # noqa: E402
 
 
 class RestoreCells(OverwriteCells):
@@ -46,22 +48,6 @@ class RestoreCells(OverwriteCells):
                                                    is_solution=grade_cell.name in solution_ids)
             nb.cells.insert(_insert_at(nb, order, grade_cell.name), new_cell)
         return nb, resources
-
-
-def _position(order, name):
-    return order.index(name) if name in order else len(order)
-
-
-def _insert_at(nb, order, name) -> int:
-    present = {_grade_id(cell): i for i, cell in enumerate(nb.cells) if _grade_id(cell)}
-    pos = _position(order, name)
-    for earlier in reversed(order[:pos]):
-        if earlier in present:
-            return present[earlier] + 1
-    for later in order[pos + 1:]:
-        if later in present:
-            return present[later]
-    return 0
 
 
 def verdict_output(verdict: Verdict):

@@ -58,6 +58,7 @@ class Result:
     reasons: list
     seconds: float
     calls: int = 0                     # requests the tests sent through the channel
+    timings: dict = field(default_factory=dict)  # seconds: kernel start, cells, tests (not cached)
 
 
 class CappedClient(NotebookClient):
@@ -101,6 +102,19 @@ def _note(text):
     return nbformat.v4.new_output("stream", name="stdout", text=f"\n{text}\n")
 
 
+def read_files(folder: str) -> dict:
+    """An assignment's non-notebook files (data a notebook reads), to travel with each task."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]
+        for f in filenames:
+            if not f.endswith(".ipynb") and not f.startswith("."):
+                path = os.path.join(dirpath, f)
+                with open(path, "rb") as fh:
+                    files[os.path.relpath(path, folder)] = fh.read()
+    return files
+
+
 def _write_files(workdir: str, files: dict) -> None:
     for rel, data in files.items():
         path = os.path.normpath(os.path.join(workdir, rel))
@@ -115,18 +129,33 @@ def execute_task(task: Task) -> Result:
     return asyncio.run(_execute(task))
 
 
-async def _execute(task: Task) -> Result:
-    start = time.monotonic()
-    deadline = start + task.limits.notebook_timeout
-    nb = nbformat.reads(task.nb_json, as_version=4)
-    scratch = Scratch(task.limits.scratch_bytes)
+def execute_when_given(limits: Limits, sandbox: bool, task, on_start=None) -> Result:
+    """Start the kernel now, run the Task that the future `task` gives once it is ready
+    (`course check --only`: the kernel starts while the grader still reads the notebooks);
+    `on_start()` is called once the kernel's process is launched."""
+    return asyncio.run(_execute(None, (limits, sandbox, task, on_start)))
+
+
+HISTORY_IN_MEMORY = "--HistoryManager.hist_file=:memory:"  # what nbclient asks of ipykernel
+
+
+async def _execute(task: Task | None, later=None) -> Result:
+    limits, sandbox = (task.limits, task.sandbox) if later is None else later[:2]
+    launched = start = time.monotonic()
+    scratch = Scratch(limits.scratch_bytes)
     workdir = scratch.folder("work")
     reasons, verdicts, calls = [], {}, 0
+    timings = {"kernel": 0.0, "cells": 0.0, "tests": 0.0}
     km = None
     try:
-        _write_files(workdir, task.files)
-        km = SandboxKernelManager(workdir, task.limits, extra_env={}, sandbox=task.sandbox,
+        km = SandboxKernelManager(workdir, limits, extra_env={}, sandbox=sandbox,
                                   kdir=scratch.folder("kernel"))
+        if later is not None:
+            task = await _start_while_waiting(km, workdir, *later[2:])
+            start = time.monotonic()  # the budget counts from the task, not from the launch
+        deadline = start + task.limits.notebook_timeout
+        nb = nbformat.reads(task.nb_json, as_version=4)
+        _write_files(workdir, task.files)
         client = CappedClient(nb, task.limits, km=km,
                               timeout=task.limits.cell_timeout, interrupt_on_timeout=True,
                               allow_errors=True, record_timing=False,
@@ -138,6 +167,7 @@ async def _execute(task: Task) -> Result:
         try:
             async with client.async_setup_kernel():
                 await client.async_wait_for_reply(await _call(client.kc.kernel_info))
+                timings["kernel"] = time.monotonic() - launched
                 for index, cell in enumerate(nb.cells):
                     gid = cells.grade_id(cell)
                     if index > last or not _needed(task, cell, gid):
@@ -150,13 +180,16 @@ async def _execute(task: Task) -> Result:
                         if gid in task.tests:
                             verdicts[gid] = Verdict(False, f"this test did not run: {stopped}")
                         continue
+                    began = time.monotonic()
                     if gid in task.tests:
                         verdicts[gid], n, stopped = await _test_cell(client, km, task, gid,
                                                                      index, left)
                         calls += n
+                        timings["tests"] += time.monotonic() - began
                     elif cell.cell_type == "code":
                         stopped = await _student_cell(client, km, task, cell, index, left,
                                                       deadline)
+                        timings["cells"] += time.monotonic() - began
         except DeadKernelError:
             stopped = stopped or km.death_reason() or "the kernel died (os._exit or a crash)"
         except Exception as e:  # a broken notebook must not stop the others
@@ -179,7 +212,15 @@ async def _execute(task: Task) -> Result:
             km.cleanup_all()
         scratch.remove()
     return Result(task.key, nbformat.writes(nb), verdicts, reasons, time.monotonic() - start,
-                  calls)
+                  calls, timings)
+
+
+async def _start_while_waiting(km, workdir: str, future, on_start=None) -> Task:
+    """Launch the kernel (it boots on its own from there), then wait for the task."""
+    await km.start_kernel(extra_arguments=[HISTORY_IN_MEMORY], cwd=workdir)
+    if on_start is not None:
+        on_start()
+    return await asyncio.wrap_future(future)
 
 
 def _over_budget(task):
