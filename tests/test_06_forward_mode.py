@@ -146,3 +146,19 @@ def test_reference_full_and_blank_zero_in_process():
     scores = run_in_process(NB)
     assert total(scores) == (MAX, MAX), scores
     assert total(run_in_process(unsolved(NB, SOLUTIONS)))[0] == 0
+
+
+@pytest.mark.slow
+def test_course_check_recognises_and_passes_the_reference(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    mine = tmp_path / "my forward mode.ipynb"
+    shutil.copy(source_path(A), mine)
+    course = os.path.join(os.path.dirname(sys.executable), "course")
+    result = subprocess.run([course, "check", str(mine)], cwd=os.path.dirname(source_path(A)),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"as {A}/forward_mode.ipynb" in result.stdout
+    assert f"{MAX}/{MAX}" in result.stdout.replace(".0", ""), result.stdout
