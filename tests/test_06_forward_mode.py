@@ -109,8 +109,8 @@ MISTAKES = [mistake(*row) for row in [
      "r = np.zeros_like(w), g", ["test_newton_cg", "test_newton_cg_hidden"], ["gradient norm"]),
     ("newton_with_a_stale_gradient", "newton_cg",
      "    for _ in range(steps):\n        g = gradient(w)\n",
-     "    g = gradient(w)\n    for _ in range(steps):\n", ["test_newton_cg", "test_newton_cg_hidden"],
-     ["current"]),
+     "    g = gradient(w)\n    for _ in range(steps):\n",
+     ["test_newton_cg", "test_newton_cg_hidden"], ["current"]),
 ]]
 
 
@@ -162,3 +162,30 @@ def test_course_check_recognises_and_passes_the_reference(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"as {A}/forward_mode.ipynb" in result.stdout
     assert f"{MAX}/{MAX}" in result.stdout.replace(".0", ""), result.stdout
+
+
+def test_the_engine_vjp_works_in_graded_code_only_where_an_exercise_permits_it():
+    """dot_product_test and jacobian build on the reference engine's VJP; elsewhere graded
+    code still gets the shortcut guard's refusal, and torch autograd stays refused."""
+    import numpy as np
+    import torch
+
+    from course_lib import guard
+    from course_lib.checks import forward as F
+    from course_lib.engine import Tensor
+
+    def engine_grad():
+        x = Tensor(np.ones(3), requires_grad=True)
+        (x * x).sum().backward()
+        return x.grad
+
+    with guard.student_code():
+        with pytest.raises(guard.ShortcutError):
+            engine_grad()
+        with F.guard_permitting():
+            assert np.allclose(engine_grad(), 2.0)
+            with pytest.raises(guard.ShortcutError):
+                torch.autograd.grad(torch.ones(1, requires_grad=True).sum(),
+                                    [torch.ones(1, requires_grad=True)])
+        with pytest.raises(guard.ShortcutError):
+            engine_grad()

@@ -383,8 +383,9 @@ def check_jvp_rule(t, JVP, op, shapes, *, explain=False, **params):
         got = t.run(lambda: student_side(jvp_rule_call, JVP, op, i, dx, out, inputs, params),
                     label=label)
         if isinstance(got, dict) and got.get("missing"):
+            rules = ", ".join("rule_" + n for n in INPUTS[op])
             raise GradeError(f"{label}: the table has no rule for ({op!r}, {i}). Register one "
-                             f"rule per input: defjvp({op!r}, {', '.join('rule_' + n for n in INPUTS[op])}).")
+                             f"rule per input: defjvp({op!r}, {rules}).")
         if isinstance(got, dict) and "not_own" in got:
             raise GradeError(f"{label}: the rule comes from {got['not_own']!r}, not from this "
                              "notebook: write the rule yourself.")
@@ -658,7 +659,8 @@ GRADIENTS = {
     "logistic": (logistic_grad, logistic_loss_torch,
                  "mean(log(1 + exp(X @ w)) - y * (X @ w)) + lam/2 * |w|**2"),
     "quartic": (lambda x: x * x * x, lambda x: (x ** 4).sum() / 4, "sum(x**4) / 4"),
-    "quadratic": (lambda x, A: A @ x, lambda x, A: 0.5 * x @ (A @ x), "x @ A @ x / 2 (A symmetric)"),
+    "quadratic": (lambda x, A: A @ x, lambda x, A: 0.5 * x @ (A @ x),
+                  "x @ A @ x / 2 (A symmetric)"),
 }
 HVP_NUDGE = ("the Hessian-vector product is the JVP of the gradient: which function do you "
              "push the tangent through, and which of its two outputs is H v?")
@@ -768,8 +770,9 @@ def check_newton_cg(t, newton_cg, n, *, steps=8, explain=False):
         raise GradeError(f"{label}: w must be an array of shape ({n},), like w0.")
     final = float(np.linalg.norm(logistic_grad_numpy(w.astype(np.float64), X, y, lam)))
     if not final < 1e-8:
+        first = float(np.linalg.norm(logistic_grad_numpy(w0, X, y, lam)))
         raise GradeError(f"{label}: after {steps} steps the gradient norm is {final:.3g} "
-                         f"(it started at {float(np.linalg.norm(logistic_grad_numpy(w0, X, y, lam))):.3g}); "
+                         f"(it started at {first:.3g}); "
                          f"Newton's method gets below 1e-8 in a handful of steps. Hint: {hint}")
     _compare(w, expected, f"{label}: the final w", hint, rtol=1e-6, atol=1e-8)
     _compare(np.asarray(norms, dtype=np.float64)[-1], final, f"{label}: grad_norms[-1]",
