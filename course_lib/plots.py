@@ -259,3 +259,24 @@ def regression_fit(x_train, y_train, x_test, y_test, x_grid, y_grid, *, truth=No
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     return ax
+
+
+# ---- optimisation (notebook 06) ---------------------------------------------------------------
+
+def convergence(curves, *, title="Gradient norm per step", target=1e-8):
+    """{name: [|grad| before step 0, 1, ...]}: one panel per method, side by side, log scale,
+    each with its step count in the title and the target tolerance as a dashed line."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.5), sharey=True)
+    for ax, (name, norms) in zip(np.atleast_1d(axes), curves.items()):
+        norms = np.asarray(norms, dtype=np.float64)
+        ax.semilogy(np.arange(len(norms)), np.maximum(norms, 1e-300), marker="o" if
+                    len(norms) < 30 else None)
+        if target:
+            ax.axhline(target, color="gray", ls="--", lw=1)
+        ax.set(title=f"{name}: {len(norms) - 1} steps", xlabel="step", ylabel="|gradient|")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -15,6 +15,14 @@ arrays (or numbers) the forward pass used and `params` its keyword options (`axi
 result always has the shape of the input it belongs to; `None` marks an input (an exponent)
 that is never differentiated.
 
+Forward mode (notebook 06) reads the twin table: `defjvp`, on the line after `defvjp`, gives
+one Jacobian-vector product per input, called as
+
+    jvp(dx, out, *inputs, **params) -> the tangent of out caused by that input's tangent dx
+
+with `dx` of the input's shape and a result of `out`'s shape (so the JVP of broadcasting is
+broadcasting, the adjoint of `unbroadcast`). An op's output tangent is the sum over its inputs.
+
 Subtraction, division, mean and `.T` have rows but no rules: the engine builds them from the
 primitives. The table imports no torch: a twin only calls methods of the tensors it is given.
 """
@@ -39,6 +47,7 @@ class Op:
     domain: dict[int, str] = field(default_factory=dict)  # input -> "positive", "away"...
     forward: Callable | None = None  # numpy forward of a primitive (None: `apply`)
     rules: tuple = ()               # one vjp per input (None: not differentiated); () composed
+    jvps: tuple = ()                # one jvp per input (forward mode), the twins of `rules`
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -66,6 +75,14 @@ def defvjp(name: str, *rules: Callable | None) -> None:
     """Make `name` a primitive of the reference engine, with `rules` (one per input)."""
     op = OPS[name]
     OPS[name] = replace(op, rules=rules, forward=op.forward or op.apply)
+
+
+def defjvp(name: str, *jvps: Callable | None) -> None:
+    """Give primitive `name` its forward-mode rules, one per input (the twins of its vjps)."""
+    op = OPS[name]
+    if not op.rules:
+        raise ValueError(f"{name!r} is not a primitive: give it its vjps (defvjp) first")
+    OPS[name] = replace(op, jvps=jvps)
 
 
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -136,6 +153,8 @@ defop("add", "x + y", lambda x, y: x + y, hints={
          "broadcast."})
 defvjp("add", lambda g, out, x, y: unbroadcast(g, x.shape),
               lambda g, out, x, y: unbroadcast(g, y.shape))
+defjvp("add", lambda dx, out, x, y: np.broadcast_to(dx, out.shape),
+              lambda dy, out, x, y: np.broadcast_to(dy, out.shape))
 
 defop("sub", "x - y", lambda x, y: x - y, hints={
     "x": "for out = x - y, dL/dx = unbroadcast(g, x.shape).",
@@ -146,6 +165,8 @@ defop("mul", "x * y", lambda x, y: x * y, hints={
     "y": "for out = x * y, dL/dy = unbroadcast(g * x, y.shape)."})
 defvjp("mul", lambda g, out, x, y: unbroadcast(g * y, x.shape),
               lambda g, out, x, y: unbroadcast(g * x, y.shape))
+defjvp("mul", lambda dx, out, x, y: np.broadcast_to(dx * y, out.shape),
+              lambda dy, out, x, y: np.broadcast_to(x * dy, out.shape))
 
 defop("truediv", "x / y", lambda x, y: x / y, domain={1: "denominator"}, hints={
     "x": "for out = x / y, dL/dx = unbroadcast(g / y, x.shape).",
@@ -157,37 +178,46 @@ defop("matmul", "x @ y", lambda x, y: x @ y, forward=matmul_forward, hints={
     "y": "for out = x @ y with x (n, k), y (k, m) and g (n, m): dL/dy = x.T @ g, of shape (k, m)."})
 defvjp("matmul", lambda g, out, x, y: g @ y.T,
                  lambda g, out, x, y: x.T @ g)
+defjvp("matmul", lambda dx, out, x, y: dx @ y,
+                 lambda dy, out, x, y: x @ dy)
 
 # ---------------------------------------------------------------- elementwise unary ops
 
 defop("neg", "-x", lambda x: -x, hints={"x": "d(-x)/dx = -1: return -g."})
 defvjp("neg", lambda g, out, x: -g)
+defjvp("neg", lambda dx, out, x: -dx)
 
 defop("pow", lambda p: f"x ** {p!r}", lambda x, p: x ** p, hints={
     "x": "d(x**p)/dx = p * x**(p - 1): dL/dx = g * p * x**(p - 1)."})
 defvjp("pow", lambda g, out, x, p: g * p * x ** (p - 1), None)  # p is a plain number
+defjvp("pow", lambda dx, out, x, p: dx * p * x ** (p - 1), None)
 
 defop("exp", "x.exp()", lambda x: x.exp(), forward=np.exp, hints={
     "x": "d(e**x)/dx = e**x, the output itself: dL/dx = g * out."})
 defvjp("exp", lambda g, out, x: g * out)
+defjvp("exp", lambda dx, out, x: dx * out)
 
 defop("log", "x.log()", lambda x: x.log(), forward=np.log, domain={0: "positive"}, hints={
     "x": "d(log x)/dx = 1 / x: dL/dx = g / x."})
 defvjp("log", lambda g, out, x: g / x)
+defjvp("log", lambda dx, out, x: dx / x)
 
 defop("relu", "x.relu()", lambda x: x.relu(), forward=lambda x: np.maximum(x, 0.0),
       domain={0: "away"}, hints={
           "x": "d relu(x)/dx = 1 where x > 0 and 0 elsewhere: dL/dx = g * (x > 0)."})
 defvjp("relu", lambda g, out, x: g * (out > 0))
+defjvp("relu", lambda dx, out, x: dx * (out > 0))
 
 defop("sigmoid", "x.sigmoid()", lambda x: x.sigmoid(), forward=sigmoid_forward, hints={
     "x": "d sigmoid(x)/dx = s * (1 - s) with s = sigmoid(x); compute s without overflow, e.g. "
          "s = 0.5 * (1 + tanh(x / 2))."})
 defvjp("sigmoid", lambda g, out, x: g * out * (1.0 - out))
+defjvp("sigmoid", lambda dx, out, x: dx * out * (1.0 - out))
 
 defop("tanh", "x.tanh()", lambda x: x.tanh(), forward=np.tanh, hints={
     "x": "d tanh(x)/dx = 1 - tanh(x)**2: dL/dx = g * (1 - out**2)."})
 defvjp("tanh", lambda g, out, x: g * (1.0 - out * out))
+defjvp("tanh", lambda dx, out, x: dx * (1.0 - out * out))
 
 # ---------------------------------------------------------------- reductions and shapes
 
@@ -200,6 +230,7 @@ defop("sum", lambda axis=None, keepdims=False: reduce_text("sum", axis, keepdims
                "then broadcast it to x.shape."})
 defvjp("sum", lambda g, out, x, axis=None, keepdims=False:
        np.full(x.shape, expand(g, axis, keepdims)))
+defjvp("sum", lambda dx, out, x, axis=None, keepdims=False: reduce(dx, "sum", axis, keepdims))
 
 defop("mean", lambda axis=None, keepdims=False: reduce_text("mean", axis, keepdims),
       lambda x, axis=None, keepdims=False: reduce(x, "mean", axis, keepdims),
@@ -216,10 +247,12 @@ defop("reshape", lambda shape, style="args": (f"x.reshape{tuple(shape)!r}" if st
           "x": "reshape moves no value: dL/dx = g.reshape(x.shape). Accept both reshape(2, 3) "
                "and reshape((2, 3)), with -1 for one axis."})
 defvjp("reshape", lambda g, out, x, shape: g.reshape(x.shape))
+defjvp("reshape", lambda dx, out, x, shape: dx.reshape(out.shape))
 
 defop("transpose", "x.transpose()", lambda x: x.transpose(), torch=reverse_axes, hints={
     "x": "x.T moves x[i, j] to out[j, i], so dL/dx = g.T."})
 defvjp("transpose", lambda g, out, x: g.T)
+defjvp("transpose", lambda dx, out, x: dx.T)
 
 defop("T", "x.T", lambda x: x.T, torch=reverse_axes, hints={
     "x": "x.T moves x[i, j] to out[j, i], so dL/dx = g.T."})
@@ -230,6 +263,8 @@ defop("T", "x.T", lambda x: x.T, torch=reverse_axes, hints={
 PRIMITIVES: dict[str, Callable] = {op.name: op.forward for op in OPS.values() if op.rules}
 RULES: dict[tuple[str, int], Callable] = {
     (op.name, i): rule for op in OPS.values() for i, rule in enumerate(op.rules) if rule}
+JVPS: dict[tuple[str, int], Callable] = {
+    (op.name, i): rule for op in OPS.values() for i, rule in enumerate(op.jvps) if rule}
 
 
 def get_rule(op: str, argnum: int) -> Callable:

@@ -19,6 +19,7 @@ NOTEBOOKS = {
     "03_mlp_backward": "mlp_backward",
     "04_autodiff_engine": "autodiff_engine",
     "05_attention_backward": "attention_backward",
+    "06_forward_mode": "forward_mode",
 }
 
 

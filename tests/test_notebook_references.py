@@ -11,7 +11,7 @@ from harness import (NOTEBOOKS, failures, grade_id, is_test, read, run_in_proces
                      total, unsolved)
 
 POINTS = {"01_chain_rule": 22, "02_manual_backprop": 18, "03_mlp_backward": 24,
-          "04_autodiff_engine": 19, "05_attention_backward": 21}
+          "04_autodiff_engine": 19, "05_attention_backward": 21, "06_forward_mode": 21}
 TRIALS = 3  # seeds per test cell
 
 

@@ -24,6 +24,7 @@ MISTAKES = {
     "03_mlp_backward": ("affine", "x.T @ g", "g.T @ x"),
     "04_autodiff_engine": ("Tensor", "unbroadcast(", "(lambda g, shape: g)("),
     "05_attention_backward": ("embedding", "np.add.at(gtable, ids, g)", "gtable[ids] = g"),
+    "06_forward_mode": ("JVP", "lambda dy, out, x, y: x @ dy)", "lambda dy, out, x, y: x.T @ dy)"),
 }
 
 
