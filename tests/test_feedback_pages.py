@@ -1,5 +1,5 @@
-"""Feedback pages that read well: messages wrap, the header names each question, formulas
-render with no network (MathML written at generation), and a 1000 px wide Chromium shows the
+"""Feedback pages that read well: messages wrap, the header names each question (from the
+source, never from a student's heading; formulas drawn), formulas render with no network (MathML written at generation), and a 1000 px wide Chromium shows the
 hint without sideways scrolling (screenshot under test-artifacts/feedback/)."""
 import os
 import re
@@ -25,15 +25,21 @@ FORMULA = r"$$\frac{\partial}{\partial x} x^2 = 2x$$"
 
 
 def _notebook(solution=None):
-    """The tiny assignment with a formula in its text and a long hint in its visible test."""
+    """The tiny assignment with formulas in its heading and text and a long hint in its visible
+    test; the student's copy has a heading of their own just above the tests."""
     nb = submission(WRONG) if solution else source_notebook()
     for cell in nb.cells:
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
         if gid == "intro":
-            cell.source = f"# Tiny gradient\n\n## Exercise 1 · `square_grad` (3 points)\n\n{FORMULA}"
+            cell.source = (f"# Tiny gradient\n\n## Exercise 1 · `square_grad`, the slope of "
+                           f"$x^2$ (3 points)\n\n{FORMULA}")
         if gid == "test_square_grad":
             cell.source = cell.source.replace('what="square_grad"',
                                               f'what="square_grad", hint={HINT!r}')
+    if solution:
+        at = next(i for i, c in enumerate(nb.cells)
+                  if c.metadata.get("nbgrader", {}).get("grade_id") == "test_square_grad")
+        nb.cells.insert(at, nbformat.v4.new_markdown_cell("## My notes"))
     return nb
 
 
@@ -57,8 +63,18 @@ def test_the_header_names_each_question(page):
     _, html = page
     toc = html.split('id="toc"')[1].split("</ol>")[0]
     assert "Test cell" not in toc
-    assert re.search(r"Exercise 1 · square_grad.*visible tests", toc, re.S), toc
-    assert re.search(r"Exercise 1 · square_grad.*hidden tests", toc, re.S), toc
+    names = re.findall(r'class="question"[^>]*>(.*?)</a>', toc, re.S)
+    assert len(names) == 2 and len(set(names)) == 2, names     # one name per question
+    for name, kind in zip(names, ("visible", "hidden")):
+        assert name.startswith("Exercise 1 · <code>square_grad</code>, the slope of <math"), name
+        assert name.endswith(f"· {kind} tests"), name
+    assert "My notes" not in toc                   # a student's heading renames nothing
+
+
+def test_question_names_come_from_the_source_and_are_unique():
+    from course_lib.grading.preprocessors import _unique
+    assert _unique({"a": "Ex 1 · visible tests", "b": "Ex 1 · visible tests", "c": "Ex 2"}) == {
+        "a": "Ex 1 · visible tests · part 1", "b": "Ex 1 · visible tests · part 2", "c": "Ex 2"}
 
 
 def test_formulas_render_without_network(page):
