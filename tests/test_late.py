@@ -76,8 +76,8 @@ def test_the_feedback_page_shows_the_penalty(graded):
     with open(page) as f:
         text = f.read()
     line = text.split('class="late-penalty">')[1].split("</li>")[0]
-    assert line == ("Late by 1 day 0 h 1 min (after the due date and any extension); the "
-                    "policy: 10 % of the score per started day late. Points before the penalty "
+    assert line == ("Late by 1 day 0 h 1 min (2 started days after the due date and any "
+                    "extension); the policy: 10 % of the score per started day late. Points before the penalty "
                     "3.0, penalty -0.6, after 2.4 / 3.0"), line
     with open(os.path.join(root, "feedback", "extended", "tiny", "tiny.html")) as f:
         assert 'class="late-penalty"' not in f.read()

@@ -274,8 +274,9 @@ class GraderMarks(NbGraderPreprocessor):
             penalty = float(sub.late_submission_penalty or 0)
             if penalty > 0:
                 before = float(sub.score)
+                seconds = sub.assignment.total_seconds_late
                 resources["course_late"] = {
-                    "late_by": late.how_late(sub.assignment.total_seconds_late),
+                    "late_by": late.how_late(seconds), "days": late.started_days(seconds),
                     "policy": late.policy(self.config), "before": before,
                     "penalty": penalty, "after": max(0.0, before - penalty)}
         return nb, resources
