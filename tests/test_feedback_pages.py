@@ -12,7 +12,7 @@ import chromium
 from course_lib.grading import feedback, pipeline
 from course_lib.grading.course import Course
 from course_lib.grading.sandbox import bwrap_available
-from harness import REPO, WRONG, source_notebook, submission, submit
+from harness import REPO, WRONG, make_course, source_notebook, submission, submit
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")]
@@ -111,3 +111,19 @@ def test_a_hint_wraps_at_1000_px(page):
     assert wide <= 1000 and scrolls == 0
     assert box["x"] >= 0 and box["x"] + box["width"] <= 1000
     assert fraction is not None and fraction["height"] > 20  # drawn as a fraction, not text
+
+
+def test_a_real_notebook_gets_one_name_per_question(tmp_path):
+    """01's Exercise 2 has four functions under one heading with a formula: each test is named
+    by its function, the formula drawn as MathML."""
+    from course_lib.grading.preprocessors import inline_html, question_names
+    course = make_course(str(tmp_path / "course"), assignments=("01_chain_rule",))
+    names = question_names(course.db_url, "01_chain_rule", "chain_rule")
+    assert len(set(names.values())) == len(names), names
+    assert names["test_du_dx"] == (r"Exercise 2: the chain-rule factors of $y = \sin(x^2)\,e^{3x}$"
+                                   " · `du_dx` · visible tests")
+    assert names["test_dy_dx_hidden"].endswith("· `dy_dx` · hidden tests")
+    assert names["test_central_difference_hidden"] == \
+        "Exercise 1: `central_difference` · hidden tests"
+    drawn = inline_html(names["test_du_dx"])
+    assert "<math" in drawn and "$" not in drawn and "<code>du_dx</code>" in drawn, drawn
