@@ -115,11 +115,16 @@ def test_a_hint_wraps_at_1000_px(page):
 
 def test_a_real_notebook_gets_one_name_per_question(tmp_path):
     """01's Exercise 2 has four functions under one heading with a formula: each test is named
-    by its function, the formula drawn as MathML."""
+    by its function (and what its id adds), the formula drawn as MathML."""
     from course_lib.grading.preprocessors import inline_html, question_names
-    course = make_course(str(tmp_path / "course"), assignments=("01_chain_rule",))
+    course = make_course(str(tmp_path / "course"),
+                         assignments=("01_chain_rule", "03_mlp_backward"))
     names = question_names(course.db_url, "01_chain_rule", "chain_rule")
     assert len(set(names.values())) == len(names), names
+    # 03: three functions under one heading, two visible tests of one function
+    mlp = question_names(course.db_url, "03_mlp_backward", "mlp_backward")
+    assert len(set(mlp.values())) == len(mlp) and not any("part" in n for n in mlp.values())
+    assert mlp["test_sigmoid_stable"].endswith("· `sigmoid` · visible tests (stable)"), mlp
     assert names["test_du_dx"] == (r"Exercise 2: the chain-rule factors of $y = \sin(x^2)\,e^{3x}$"
                                    " · `du_dx` · visible tests")
     assert names["test_dy_dx_hidden"].endswith("· `dy_dx` · hidden tests")

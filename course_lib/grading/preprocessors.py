@@ -197,8 +197,9 @@ class NameQuestions(NbGraderPreprocessor):
 def question_names(db_url: str, assignment: str, notebook: str) -> dict:
     """{grade_id: markdown name} for the graded cells of a notebook, from its source cells in
     the gradebook (in notebook order): the last heading of the locked markdown cell above, the
-    solution cell above (the function tested) when the heading does not name it already, and
-    visible or hidden tests; a name used twice gets " · part N"."""
+    solution cell above (the function tested) unless the heading names just that function,
+    visible or hidden tests, and what the test's id adds ("stable"); a name used twice still
+    gets " · part N"."""
     from nbgrader.api import Gradebook
     with Gradebook(db_url) as gb:
         nb = gb.find_notebook(notebook, assignment)
@@ -213,12 +214,22 @@ def question_names(db_url: str, assignment: str, notebook: str) -> dict:
             function = gid
         if gid in graded:
             parts = [heading or f"`{gid}`"]
-            if function and f"`{function}`" not in parts[0]:
+            if function and re.findall(r"`(\w+)[^`]*`", parts[0]) != [function]:
                 parts.append(f"`{function}`")
             if kind == "code" and gid not in solutions:
-                parts.append(("hidden" if HIDDEN_BEGIN in source else "visible") + " tests")
+                which = _qualifier(gid, function)
+                parts.append(("hidden" if HIDDEN_BEGIN in source else "visible") + " tests"
+                             + (f" ({which})" if which else ""))
             names[gid] = " · ".join(parts)
     return _unique(names)
+
+
+def _qualifier(test_id: str, function: str | None) -> str:
+    """What a test's id adds to its function's name: test_sigmoid_stable -> "stable"."""
+    rest = test_id.removeprefix("test_").removesuffix("_hidden")
+    if function and rest.startswith(function):
+        rest = rest[len(function):]
+    return rest.strip("_").replace("_", " ")
 
 
 def _unique(names: dict) -> dict:
