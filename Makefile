@@ -21,7 +21,9 @@ system:
 $(STAMP): pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	@# -qq: errors only (setuptools' "Editable installation" notice for every flat-layout project
+	@# is not for a newcomer); a conflict or a failed build still prints and stops make.
+	$(BIN)/pip install -qq -e ".[dev]"
 	touch $(STAMP)
 
 demo: system $(STAMP)
