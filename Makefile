@@ -20,9 +20,10 @@ system:
 
 $(STAMP): pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	@# -qq: errors only (setuptools' "Editable installation" notice for every flat-layout project
-	@# is not for a newcomer); a conflict or a failed build still prints and stops make.
+	@# -qq: errors only (setuptools' "Editable installation" notice for every flat-layout project,
+	@# a pip configuration's unused index, are not for a newcomer); a conflict or a failed build
+	@# still prints and stops make.
+	$(BIN)/pip install -qq --upgrade pip
 	$(BIN)/pip install -qq -e ".[dev]"
 	touch $(STAMP)
 
