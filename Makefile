@@ -1,4 +1,5 @@
-# Backprop from Scratch. `make demo` and `make test` set up .venv on first use.
+# Backprop from Scratch. `make demo` and `make test` set up what they need on first use: the
+# system packages (.ci/system-packages: apt as root, else one line saying what to run), .venv.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,18 +12,25 @@ CHP_VERSION := 5.3.0
 CHP := $(HUB_DIR)/node_modules/.bin/configurable-http-proxy
 HUB_PORT ?= 8000
 
-.PHONY: demo test lab walkthrough release bench clean-student-data hub hub-clean
+.PHONY: system demo test lab walkthrough release bench clean-student-data hub hub-clean
 
-$(STAMP): pyproject.toml
+# bubblewrap, chromium, postgresql, python3.11-venv, fonts, npm: quick when all are there.
+system:
+	@.ci/system-packages
+
+$(STAMP): pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	@# -qq: errors only (setuptools' "Editable installation" notice for every flat-layout project,
+	@# a pip configuration's unused index, are not for a newcomer); a conflict or a failed build
+	@# still prints and stops make.
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq -e ".[dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: system $(STAMP)
 	$(BIN)/course demo
 
-test: $(STAMP) $(CHP)
+test: system $(STAMP) $(CHP)
 	$(BIN)/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # A student's workspace: a copy of release/, so working in it never changes the committed release.
@@ -45,9 +53,9 @@ bench: $(STAMP)
 clean-student-data:
 	rm -rf submitted downloaded feedback autograded/*/ gradebook.db grades.csv grades.png grades_by_student.csv .course_cache
 
-$(CHP):
-	mkdir -p $(HUB_DIR)
-	npm install --silent --no-audit --no-fund --prefix $(HUB_DIR) configurable-http-proxy@$(CHP_VERSION)
+$(CHP): | system
+	@if command -v npm >/dev/null; then mkdir -p $(HUB_DIR) && npm install --silent --no-audit \
+		--no-fund --prefix $(HUB_DIR) configurable-http-proxy@$(CHP_VERSION); fi
 
 # A local class on JupyterHub (as root): instructor and student accounts, the nbgrader exchange.
 hub: $(STAMP) $(CHP)

@@ -26,6 +26,7 @@ c.OverwriteCells.add_missing_cells = True
 # outputs after a hidden test left out; the page template (set below) wraps messages.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
+    "course_lib.grading.preprocessors.GraderMarks",
     "course_lib.grading.preprocessors.NameQuestions",
     "course_lib.grading.preprocessors.HideHiddenTests",
     "course_lib.grading.preprocessors.SanitizeMarkdown",
@@ -54,8 +55,8 @@ c.Autograde.autograde_preprocessors = [
 
 # Late work: `course due` and `course extend` store due dates and extensions in the gradebook;
 # at grading nbgrader's AssignLatePenalties asks this plugin for each late notebook's penalty.
-# The course's default: 10 % of the score per started day late (0 turns it off; nbgrader's own
-# LateSubmissionPlugin with penalty_method "zero" gives 0 for any late work).
+# The course's default: 10 % of the score per started day late (0 turns it off). nbgrader's
+# own setting works too: c.LateSubmissionPlugin.penalty_method = "zero" gives 0 for late work.
 c.AssignLatePenalties.plugin_class = "course_lib.grading.late.PercentPerDay"
 c.PercentPerDay.percent_per_day = 10.0
 
@@ -69,7 +70,7 @@ c.FileNameCollectorPlugin.named_regexp = (
 # `nbgrader autograde` never deletes results of a notebook it cannot find under its name, and
 # the formgrader's Autograde button (unsandboxed) is refused with a pointer to `course grade`.
 try:
-    from course_lib.grading import feedback, nbgrader_safety
+    from course_lib.grading import feedback, formgrader, nbgrader_safety
 except ImportError:  # an environment without the course's package: nbgrader as it comes
     pass
 else:
@@ -79,6 +80,10 @@ else:
     # instructor only (course_lib/grading/exchange.py; students need the submit line too).
     c.ExchangeFactory.collect = "course_lib.grading.exchange.OwnedCollect"
     c.ExchangeFactory.submit = "course_lib.grading.exchange.PrivateSubmit"
+    # The formgrader hides withdrawn students and says its scores are before late penalties.
+    formgrader.install()
+    # `nbgrader export`: nbgrader_grades.csv (grades.csv is `course export`'s), no withdrawn.
+    c.ExportApp.plugin_class = "course_lib.grading.report.CourseCsvExport"
     # Feedback pages: the course's template (course_lib/grading/templates/feedback/), in the
     # place of nbgrader's of the same name, for GenerateFeedback's exporter only (the
     # formgrader's grading view keeps nbgrader's `formgrade` template).

@@ -1,5 +1,5 @@
-"""Feedback pages that read well: messages wrap, the header names each question, formulas
-render with no network (MathML written at generation), and a 1000 px wide Chromium shows the
+"""Feedback pages that read well: messages wrap, the header names each question (from the
+source, never from a student's heading; formulas drawn), formulas render with no network (MathML written at generation), and a 1000 px wide Chromium shows the
 hint without sideways scrolling (screenshot under test-artifacts/feedback/)."""
 import os
 import re
@@ -12,7 +12,7 @@ import chromium
 from course_lib.grading import feedback, pipeline
 from course_lib.grading.course import Course
 from course_lib.grading.sandbox import bwrap_available
-from harness import REPO, WRONG, source_notebook, submission, submit
+from harness import REPO, WRONG, make_course, source_notebook, submission, submit
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")]
@@ -25,15 +25,21 @@ FORMULA = r"$$\frac{\partial}{\partial x} x^2 = 2x$$"
 
 
 def _notebook(solution=None):
-    """The tiny assignment with a formula in its text and a long hint in its visible test."""
+    """The tiny assignment with formulas in its heading and text and a long hint in its visible
+    test; the student's copy has a heading of their own just above the tests."""
     nb = submission(WRONG) if solution else source_notebook()
     for cell in nb.cells:
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
         if gid == "intro":
-            cell.source = f"# Tiny gradient\n\n## Exercise 1 · `square_grad` (3 points)\n\n{FORMULA}"
+            cell.source = (f"# Tiny gradient\n\n## Exercise 1 · `square_grad`, the slope of "
+                           f"$x^2$ (3 points)\n\n{FORMULA}")
         if gid == "test_square_grad":
             cell.source = cell.source.replace('what="square_grad"',
                                               f'what="square_grad", hint={HINT!r}')
+    if solution:
+        at = next(i for i, c in enumerate(nb.cells)
+                  if c.metadata.get("nbgrader", {}).get("grade_id") == "test_square_grad")
+        nb.cells.insert(at, nbformat.v4.new_markdown_cell("## My notes"))
     return nb
 
 
@@ -57,8 +63,18 @@ def test_the_header_names_each_question(page):
     _, html = page
     toc = html.split('id="toc"')[1].split("</ol>")[0]
     assert "Test cell" not in toc
-    assert re.search(r"Exercise 1 · square_grad.*visible tests", toc, re.S), toc
-    assert re.search(r"Exercise 1 · square_grad.*hidden tests", toc, re.S), toc
+    names = re.findall(r'class="question"[^>]*>(.*?)</a>', toc, re.S)
+    assert len(names) == 2 and len(set(names)) == 2, names     # one name per question
+    for name, kind in zip(names, ("visible", "hidden")):
+        assert name.startswith("Exercise 1 · <code>square_grad</code>, the slope of <math"), name
+        assert name.endswith(f"· {kind} tests"), name
+    assert "My notes" not in toc                   # a student's heading renames nothing
+
+
+def test_question_names_come_from_the_source_and_are_unique():
+    from course_lib.grading.preprocessors import _unique
+    assert _unique({"a": "Ex 1 · visible tests", "b": "Ex 1 · visible tests", "c": "Ex 2"}) == {
+        "a": "Ex 1 · visible tests · part 1", "b": "Ex 1 · visible tests · part 2", "c": "Ex 2"}
 
 
 def test_formulas_render_without_network(page):
@@ -95,3 +111,24 @@ def test_a_hint_wraps_at_1000_px(page):
     assert wide <= 1000 and scrolls == 0
     assert box["x"] >= 0 and box["x"] + box["width"] <= 1000
     assert fraction is not None and fraction["height"] > 20  # drawn as a fraction, not text
+
+
+def test_a_real_notebook_gets_one_name_per_question(tmp_path):
+    """01's Exercise 2 has four functions under one heading with a formula: each test is named
+    by its function (and what its id adds), the formula drawn as MathML."""
+    from course_lib.grading.preprocessors import inline_html, question_names
+    course = make_course(str(tmp_path / "course"),
+                         assignments=("01_chain_rule", "03_mlp_backward"))
+    names = question_names(course.db_url, "01_chain_rule", "chain_rule")
+    assert len(set(names.values())) == len(names), names
+    # 03: three functions under one heading, two visible tests of one function
+    mlp = question_names(course.db_url, "03_mlp_backward", "mlp_backward")
+    assert len(set(mlp.values())) == len(mlp) and not any("part" in n for n in mlp.values())
+    assert mlp["test_sigmoid_stable"].endswith("· `sigmoid` · visible tests (stable)"), mlp
+    assert names["test_du_dx"] == (r"Exercise 2: the chain-rule factors of $y = \sin(x^2)\,e^{3x}$"
+                                   " · `du_dx` · visible tests")
+    assert names["test_dy_dx_hidden"].endswith("· `dy_dx` · hidden tests")
+    assert names["test_central_difference_hidden"] == \
+        "Exercise 1: `central_difference` · hidden tests"
+    drawn = inline_html(names["test_du_dx"])
+    assert "<math" in drawn and "$" not in drawn and "<code>du_dx</code>" in drawn, drawn

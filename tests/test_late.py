@@ -43,7 +43,7 @@ def graded(tmp_path_factory):
     table = run(root, "course", "grade", "--quiet")
     run(root, "course", "feedback")
     run(root, "course", "export")
-    run(root, "nbgrader", "export", "--to", os.path.join(root, "nbgrader_export.csv"))
+    run(root, "nbgrader", "export")
     return root, table
 
 
@@ -64,7 +64,7 @@ def test_grades_csv_and_nbgrader_export_agree(graded):
         ours = {}
         for row in csv.DictReader(f):
             ours[row["student"]] = ours.get(row["student"], 0) + float(row["score"])
-    with open(os.path.join(root, "nbgrader_export.csv")) as f:
+    with open(os.path.join(root, "nbgrader_grades.csv")) as f:  # nbgrader export's own file
         theirs = {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)}
     assert ours == pytest.approx({"late": 2.4, "extended": 3, "ontime": 3})
     assert theirs == pytest.approx(ours)
@@ -75,17 +75,35 @@ def test_the_feedback_page_shows_the_penalty(graded):
     page = os.path.join(root, "feedback", "late", "tiny", "tiny.html")
     with open(page) as f:
         text = f.read()
-    assert "Late submission penalty" in text and "-0.6" in text
+    line = text.split('class="late-penalty">')[1].split("</li>")[0]
+    assert line == ("Late by 1 day 0 h 1 min (2 started days after the due date and any "
+                    "extension); the policy: 10 % of the score per started day late. Points before the penalty "
+                    "3.0, penalty -0.6, after 2.4 / 3.0"), line
     with open(os.path.join(root, "feedback", "extended", "tiny", "tiny.html")) as f:
-        assert "Late submission penalty" not in f.read()
+        assert 'class="late-penalty"' not in f.read()
+
+
+def test_nbgrader_zero_penalty_setting_is_honoured(tmp_path):
+    """nbgrader's documented `c.LateSubmissionPlugin.penalty_method = "zero"` reaches the
+    course's plugin, as nbgrader's AssignLatePenalties makes it at grading."""
+    from nbgrader.preprocessors import AssignLatePenalties
+    from course_lib.grading import late
+    course = make_tiny_course(str(tmp_path / "course"))
+    with open(course.path("nbgrader_config.py"), "a") as f:
+        f.write('\nc.LateSubmissionPlugin.penalty_method = "zero"\n')
+    config = type(course)(course.root).config
+    assigner = AssignLatePenalties(config=config)
+    assigner.init_plugin()
+    assert assigner.plugin_inst.late_submission_penalty("late", 2.5, 60.0) == 2.5
+    assert late.policy(config) == "late work scores 0"
 
 
 def test_the_lms_table_has_one_row_per_student(graded):
     root, _ = graded
     with open(os.path.join(root, "grades_by_student.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert [r["Student"] for r in rows] == ["extended", "late", "ontime"]
+    assert [r["Student"] for r in rows] == ["Points Possible", "extended", "late", "ontime"]
     assert {r["Student"]: float(r["tiny"]) for r in rows} == pytest.approx(
-        {"extended": 3, "late": 2.4, "ontime": 3})
+        {"Points Possible": 3, "extended": 3, "late": 2.4, "ontime": 3})
     assert all(r["Total"] == r["tiny"] and r["Missing"] == "" for r in rows)
     assert os.path.getsize(os.path.join(root, "grades.png")) > 1000

@@ -45,7 +45,8 @@ def test_nbgrader_generate_feedback_shows_no_hidden_test(course):
         assert SECRET not in text and "BEGIN HIDDEN TESTS" not in text, page
         assert "Hidden tests ran here" in text
         # the course's page, as `course feedback` writes it: questions named, no MathJax CDN
-        assert "Tiny gradient · visible tests" in text and "cdnjs" not in text, page
+        assert "Tiny gradient · <code>square_grad</code> · visible tests" in text, page
+        assert "cdnjs" not in text, page
 
 
 def test_plain_autograde_keeps_results_of_a_renamed_notebook(course):

@@ -71,6 +71,17 @@ def folders(path: str) -> list[str]:
                   if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
 
 
+def withdrawn_ids(root: str) -> set[str]:
+    """One id per line of withdrawn.txt at the course root (# starts a comment); also read by
+    nbgrader's tools on this course (export, formgrader)."""
+    try:
+        with open(os.path.join(root, WITHDRAWN_FILE)) as f:
+            lines = [line.split("#")[0].strip() for line in f]
+    except FileNotFoundError:
+        return set()
+    return {line for line in lines if line}
+
+
 def ensure_env_on_path() -> None:
     """nbgrader runs `alembic` from PATH: make ours findable without an activated venv."""
     bindir = os.path.dirname(sys.executable)
@@ -147,14 +158,8 @@ class Course:
         return sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".ipynb"))
 
     def withdrawn(self) -> set[str]:
-        """Students left out of grading, feedback, tables and exports: one id per line of
-        withdrawn.txt at the course root (# starts a comment)."""
-        try:
-            with open(self.path(WITHDRAWN_FILE)) as f:
-                lines = [line.split("#")[0].strip() for line in f]
-        except FileNotFoundError:
-            return set()
-        return {line for line in lines if line}
+        """Students left out of grading, feedback, tables and exports (withdrawn.txt)."""
+        return withdrawn_ids(self.root)
 
     def students(self) -> set[str]:
         """Everyone the course knows: in the gradebook or with a folder in submitted/."""

@@ -6,6 +6,7 @@ into test code); here the hidden regions of the test cells' text are removed as 
 from __future__ import annotations
 
 import os
+import shutil
 
 from nbconvert.exporters import HTMLExporter
 
@@ -29,11 +30,12 @@ def template_dirs() -> list[str]:
 def generate(course: Course, assignment: str | None = None, students=None) -> list[str]:
     """Pages through nbgrader's GenerateFeedback, with the preprocessors nbgrader_config.py
     gives it (so the formgrader's button and `nbgrader generate_feedback` make the same)."""
+    withdrawn = remove_withdrawn(course)
     api = course.api()
     autograded = course.path("autograded")
     written = []
     for student in folders(autograded):
-        if students and student not in students:
+        if (students and student not in students) or student in withdrawn:
             continue
         for a in folders(os.path.join(autograded, student)):
             if assignment and a != assignment:
@@ -45,3 +47,12 @@ def generate(course: Course, assignment: str | None = None, students=None) -> li
             written += [os.path.join(folder, f) for f in sorted(os.listdir(folder))
                         if f.endswith(".html")]
     return written
+
+
+def remove_withdrawn(course: Course) -> set[str]:
+    """The withdrawn students; their feedback/<student>/ goes, as `nbgrader release_feedback`
+    would hand out whatever it finds there."""
+    withdrawn = course.withdrawn()
+    for student in sorted(withdrawn & set(folders(course.path("feedback")))):
+        shutil.rmtree(course.path("feedback", student))
+    return withdrawn

@@ -203,33 +203,129 @@ def is_test_cell(cell) -> bool:
 
 
 class NameQuestions(NbGraderPreprocessor):
-    """For feedback: each graded cell is named after the heading it sits under ("2.4 Exercise 3 ·
-    linear_regression_grads") and, for test cells, whether its tests were visible or hidden, so
-    the page's header lists questions instead of nbgrader's "Test cell". Runs before the hidden
-    regions are removed and the markdown is rendered."""
+    """For feedback: each graded cell is named by its exercise and the function it tests, and,
+    for test cells, whether its tests were visible or hidden ("Exercise 2: the chain-rule
+    factors of $y$ · `du_dx` · visible tests"), so the page's header lists questions instead of
+    nbgrader's "Test cell". Names come from the assignment's source cells in the gradebook,
+    never from the submission: a heading a student adds renames nothing. A name is rendered
+    here (code spans, formulas as MathML) and made unique in the notebook."""
 
     def preprocess(self, nb, resources):
-        heading = None
+        info = resources["nbgrader"]
+        names = question_names(info["db_url"], info["assignment"], info["notebook"])
         for cell in nb.cells:
-            if cell.cell_type == "markdown":
-                heading = _last_heading(cell.source) or heading
-            elif utils.is_grade(cell):
-                name = heading or utils.to_dict(cell.metadata)["nbgrader"]["grade_id"]
-                if is_test_cell(cell):
-                    kind = "hidden" if HIDDEN_BEGIN in cell.source else "visible"
-                    name = f"{name} · {kind} tests"
-                cell.metadata.setdefault("course", {})["question"] = name
+            gid = _grade_id(cell)
+            if utils.is_grade(cell) and gid:
+                name = names.get(gid, f"`{gid}`")
+                course = cell.metadata.setdefault("course", {})
+                course["question"] = _plain(name)
+                course["question_html"] = inline_html(name)
         return nb, resources
 
 
+def question_names(db_url: str, assignment: str, notebook: str) -> dict:
+    """{grade_id: markdown name} for the graded cells of a notebook, from its source cells in
+    the gradebook (in notebook order): the last heading of the locked markdown cell above, the
+    solution cell above (the function tested) unless the heading names just that function,
+    visible or hidden tests, and what the test's id adds ("stable"); a name used twice still
+    gets " · part N"."""
+    from nbgrader.api import Gradebook
+    with Gradebook(db_url) as gb:
+        nb = gb.find_notebook(notebook, assignment)
+        cells = [(c.name, c.cell_type, c.source) for c in nb.source_cells]
+        graded = {c.name for c in nb.grade_cells}
+        solutions = {c.name for c in nb.solution_cells}
+    names, heading, function = {}, None, None
+    for gid, kind, source in cells:
+        if kind == "markdown" and gid not in graded and _last_heading(source):
+            heading, function = _last_heading(source), None
+        elif gid in solutions:
+            function = gid
+        if gid in graded:
+            parts = [heading or f"`{gid}`"]
+            if function and re.findall(r"`(\w+)[^`]*`", parts[0]) != [function]:
+                parts.append(f"`{function}`")
+            if kind == "code" and gid not in solutions:
+                which = _qualifier(gid, function)
+                parts.append(("hidden" if HIDDEN_BEGIN in source else "visible") + " tests"
+                             + (f" ({which})" if which else ""))
+            names[gid] = " · ".join(parts)
+    return _unique(names)
+
+
+def _qualifier(test_id: str, function: str | None) -> str:
+    """What a test's id adds to its function's name: test_sigmoid_stable -> "stable"."""
+    rest = test_id.removeprefix("test_").removesuffix("_hidden")
+    if function and rest.startswith(function):
+        rest = rest[len(function):]
+    return rest.strip("_").replace("_", " ")
+
+
+def _unique(names: dict) -> dict:
+    seen, out = {}, {}
+    for gid, name in names.items():
+        seen[name] = seen.get(name, 0) + 1
+        out[gid] = name if seen[name] == 1 else f"{name} · part {seen[name]}"
+    repeated = {n for n, k in seen.items() if k > 1}
+    for gid, name in names.items():  # the first of a repeated name is part 1
+        if name in repeated and out[gid] == name:
+            out[gid] = f"{name} · part 1"
+    return out
+
+
+def _plain(markdown: str) -> str:
+    """A name as plain text (no backticks), for the formgrader and tests."""
+    return markdown.replace("`", "")
+
+
+def inline_html(markdown: str) -> str:
+    """One line of markdown as sanitized HTML without its paragraph: code spans, MathML."""
+    html = sanitized_html(markdown).strip()
+    return html.removeprefix("<p>").removesuffix("</p>")
+
+
 def _last_heading(markdown: str) -> str | None:
-    """The last heading's text, without markup or its "(N points)"."""
+    """The last heading's text, without its "(N points)"."""
     prose = re.sub(r"^(```|~~~).*?^\1", "", markdown, flags=re.M | re.S)  # not code comments
     found = re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", prose, re.M)
     if not found:
         return None
-    text = re.sub(r"\(\s*\d+(\.\d+)?\s+points?\s*\)", "", found[-1])
-    return re.sub(r"[`*]", "", text).strip() or None  # names keep their underscores
+    return re.sub(r"\(\s*\d+(\.\d+)?\s+points?\s*\)", "", found[-1]).strip() or None
+
+
+class GraderMarks(NbGraderPreprocessor):
+    """For feedback, after nbgrader's GetGrades: what a grader changed and the late penalty,
+    in words. Each graded cell gets the autograder's score, a manual score and extra credit
+    (metadata `course`); the page gets how late the submission was, the policy, and the
+    points before and after the penalty (resources `course_late`)."""
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+        from course_lib.grading import late
+        info = resources["nbgrader"]
+        with Gradebook(info["db_url"]) as gb:
+            sub = gb.find_submission_notebook(info["notebook"], info["assignment"],
+                                              info["student"])
+            grades = {g.name: g for g in sub.grades}
+            for cell in nb.cells:
+                grade = grades.get(_grade_id(cell)) if utils.is_grade(cell) else None
+                if grade is not None:
+                    cell.metadata.setdefault("course", {}).update(_marks(grade))
+            penalty = float(sub.late_submission_penalty or 0)
+            if penalty > 0:
+                before = float(sub.score)
+                seconds = sub.assignment.total_seconds_late
+                resources["course_late"] = {
+                    "late_by": late.how_late(seconds), "days": late.started_days(seconds),
+                    "policy": late.policy(self.config), "before": before,
+                    "penalty": penalty, "after": max(0.0, before - penalty)}
+        return nb, resources
+
+
+def _marks(grade) -> dict:
+    return {"auto_score": None if grade.auto_score is None else float(grade.auto_score),
+            "manual_score": None if grade.manual_score is None else float(grade.manual_score),
+            "extra_credit": float(grade.extra_credit or 0)}
 
 
 class SanitizeMarkdown(NbGraderPreprocessor):
