@@ -391,3 +391,88 @@ def test_regrading_is_idempotent(graded):
                            limits=Limits(cell_timeout=10), progress=False)
     assert pipeline.scores(course, "tiny") == graded["scores"]
     assert again.count("graded") == graded["report"].count("graded")
+
+
+# ---- the grader's wall on the real notebooks: write-back, callbacks, numerical oracles -------
+
+from harness import (NOTEBOOKS, apply_edits, grade_id as _gid, is_test, make_course,  # noqa: E402
+                     read, release_path, source_path, submit)
+
+# 04's engine with a recursive topological sort (fails the chain of 10^5 ops), and a cell that
+# replaces the course function the deep-chain check runs in the kernel: it zeroes the grader's
+# arrays it is sent and answers zeros, which match a reference computed from zeroed arrays.
+ZERO_DEEP_CHAIN = """
+import numpy as np, course_lib.checks.engine as E
+def _zeroing_chain(Tensor, x, g, c, n):
+    x[...] = 0.0
+    g[...] = 0.0
+    return {"out": np.zeros_like(x), "grad": np.zeros_like(g)}
+E.deep_chain = _zeroing_chain
+"""
+# The same on a blank 04: training_run zeroes X and y and answers a consistent fit of zeros.
+ZERO_TRAINING = """
+import numpy as np, course_lib.checks.engine as E
+def _zeroing_training(Tensor, Linear, sgd_step, X, y, d, steps, lr):
+    X[...] = 0.0
+    y[...] = 0.0
+    W, b = np.zeros((d, 1)), np.ones(1)
+    return {"W0": W, "b0": b, "gW0": W, "gb0": 2.0 * b, "W1": W, "b1": b - 2.0 * lr * b,
+            "after": [None, None], "losses": [1.0, 0.0]}
+E.training_run = _zeroing_training
+"""
+
+
+def _with_cell_first(nb, source):
+    nb = nbformat.from_dict(nb)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+def _recursive_engine():
+    from test_04_autodiff_engine import ITERATIVE_SORT, RECURSIVE_SORT
+    return apply_edits(read(source_path("04_autodiff_engine")),
+                       [("Tensor_graph", ITERATIVE_SORT, RECURSIVE_SORT)])
+
+
+WALL_SUBMISSIONS = {
+    "04_autodiff_engine": {
+        "reference": lambda: read(source_path("04_autodiff_engine")),
+        "recursive_sort": _recursive_engine,
+        "recursive_sort_zeroing": lambda: _with_cell_first(_recursive_engine(), ZERO_DEEP_CHAIN),
+        "blank_zeroing_training": lambda: _with_cell_first(
+            read(release_path("04_autodiff_engine")), ZERO_TRAINING),
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def wall(tmp_path_factory):
+    """One grading run of the real notebooks with the wall's attackers beside the reference."""
+    course = make_course(str(tmp_path_factory.mktemp("wall")), tuple(WALL_SUBMISSIONS))
+    for assignment, students in WALL_SUBMISSIONS.items():
+        for student, make in students.items():
+            submit(course, student, assignment, make())
+    scores = {}
+    for assignment in WALL_SUBMISSIONS:
+        report = pipeline.grade(course, assignment, workers=2, sandbox=True,
+                                limits=Limits(cell_timeout=20), progress=False)
+        assert report.count("graded") == len(WALL_SUBMISSIONS[assignment]), report.summary()
+        scores.update(pipeline.scores(course, assignment))
+    return {"course": course, "scores": scores}
+
+
+def _points(wall, student, assignment, cells=None):
+    got = wall["scores"][(student, assignment)]
+    return sum(s for gid, (s, _) in got.items() if cells is None or gid in cells)
+
+
+def test_a_kernel_cannot_rewrite_the_grader_s_arrays(wall):
+    """Zeroing what a check sends and answering zeros earns nothing more than the honest error."""
+    a = "04_autodiff_engine"
+    assert _points(wall, "reference", a) == 19.0
+    honest_mistake = _points(wall, "recursive_sort", a)
+    assert honest_mistake < 19.0
+    assert _points(wall, "recursive_sort_zeroing", a) == honest_mistake, wall["scores"][
+        ("recursive_sort_zeroing", a)]
+    assert _points(wall, "blank_zeroing_training", a) == 0.0, wall["scores"][
+        ("blank_zeroing_training", a)]

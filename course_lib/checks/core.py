@@ -16,6 +16,15 @@ The same cell text runs in one of two places, chosen with `reaching(...)`:
 
 `t.run` is the one door to student code: its result is reduced to data (anything else becomes
 `Unsupported`) the same way in both places, and a student error becomes one `GradeError`.
+
+The rule of the wall: the grader never trusts an array a kernel could write. Under `Proxied`
+every argument crosses in one place, the channel session (`course_lib.channel.proxy`): the
+kernel gets a copy, nothing from the kernel is ever written into a grader array, and what
+student code did to an argument shows only in what `t.run` returns (the copies a thunk hands
+over and returns, e.g. `_call_copied`'s "args", read as student code left them). So a
+reference computed from the test's own values, before or after `t.run`, is computed from
+values the kernel never touched; a check cannot forget this, because there is nothing to
+remember. Callbacks (the `f` of a finite difference) receive plain data only.
 """
 from __future__ import annotations
 
@@ -124,7 +133,7 @@ class Proxied:
         except Exception as e:  # noqa: BLE001 (the student's result did not fit: unpacking...)
             raise GradeError(f"{label}: your code raised {type(e).__name__}: "
                              f"{str(e)[:200]}") from None
-        return wire.as_data(result, describe=_remote_type)
+        return wire.as_data(result, describe=_remote_type, left=self.session.left_by_student)
 
     def apply(self, fn, *args, **kwargs):
         return self.session.apply(f"{fn.__module__}:{fn.__qualname__}", *args, **kwargs)
