@@ -147,8 +147,9 @@ def cases(rng):
     ga = r((1024, 64))
     vjp_case("affine", "03", s03, (x, w, b), ga, lambda: loop_affine(x, w, b, ga))
     xe, ge = r((1024, 2048)), r((1024, 2048))
-    vjp_case("relu", "03", s03, (xe,), ge, lambda: loop_elementwise(lambda v: v > 0)(xe, ge))
-    rows["relu"] = lambda: [ge[i] * (xe[i] > 0) for i in range(xe.shape[0])]
+    xr, gr = r((2048, 2560)), r((2048, 2560))
+    vjp_case("relu", "03", s03, (xr,), gr, lambda: loop_elementwise(lambda v: v > 0)(xr, gr))
+    rows["relu"] = lambda: [gr[i] * (xr[i] > 0) for i in range(xr.shape[0])]
     xs, xt, xh, xq = 2.0 * xe, 1.5 * xe, xe, xe[:512]
     gh, gq2 = ge, ge[:512]
     vjp_case("sigmoid", "03", s03, (2.0 * xq,), gq2, lambda: loop_elementwise(
@@ -162,12 +163,12 @@ def cases(rng):
         2 * (p - q) / xs.size for p, q in zip(xs.ravel().tolist(), target.ravel().tolist())],
         wrt=(0,))
     rows["mse_loss"] = lambda: [2 * (xs[i] - target[i]) / xs.size for i in range(xs.shape[0])]
-    logits, labels = r((4096, 256)), rng.integers(0, 256, 4096)
+    logits, labels = r((8192, 256)), rng.integers(0, 256, 8192)
     vjp_case("softmax_cross_entropy", "03", s03, (logits, labels), 1.0,
              lambda: loop_rows(softmax_row)(logits, np.zeros_like(logits)), wrt=(0,))
     sizes = [1024, 512, 10]
     params = [(r((a, c)) / np.sqrt(a), 0.1 * r(c)) for a, c in zip(sizes, sizes[1:])]
-    xm, lm = r((512, 1024)), rng.integers(0, 10, 512)
+    xm, lm = r((1024, 1024)), rng.integers(0, 10, 1024)
 
     def mlp_forward(c):
         def run():
@@ -183,8 +184,8 @@ def cases(rng):
 
     vjp_case("softmax", "05", s05, (xh,), gh, lambda: loop_rows(softmax_row)(xh, gh), wrt=(0,))
     gamma, beta = 1.0 + r(2048), r(2048)
-    vjp_case("layer_norm", "05", s05, (xq, gamma, beta), gq2,
-             lambda: loop_rows(lambda a, b: layer_norm_row(a, b, gamma))(xq, gq2))
+    vjp_case("layer_norm", "05", s05, (xh, gamma, beta), gh,
+             lambda: loop_rows(lambda a, b: layer_norm_row(a, b, gamma))(xh, gh))
     ids, table = rng.integers(0, 4096, 8192), r((4096, 512))
     gt = r((8192, 512))
     vjp_case("embedding", "05", s05, (ids, table), gt, lambda: loop_embedding(ids, table, gt),
