@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/grading.py
 	$(BIN)/python bench/reaping.py
+	$(BIN)/python bench/oracle.py
 
 clean-student-data:
 	rm -rf submitted downloaded feedback autograded/*/ gradebook.db grades.csv grades.png grades_by_student.csv .course_cache

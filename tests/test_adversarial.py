@@ -391,3 +391,297 @@ def test_regrading_is_idempotent(graded):
                            limits=Limits(cell_timeout=10), progress=False)
     assert pipeline.scores(course, "tiny") == graded["scores"]
     assert again.count("graded") == graded["report"].count("graded")
+
+
+# ---- the grader's wall on the real notebooks: write-back, callbacks, numerical oracles -------
+
+from harness import (NOTEBOOKS, apply_edits, grade_id as _gid, is_test, make_course,  # noqa: E402
+                     read, release_path, source_path, submit)
+
+# 04's engine with a recursive topological sort (fails the chain of 10^5 ops), and a cell that
+# replaces the course function the deep-chain check runs in the kernel: it zeroes the grader's
+# arrays it is sent and answers zeros, which match a reference computed from zeroed arrays.
+ZERO_DEEP_CHAIN = """
+import numpy as np, course_lib.checks.engine as E
+def _zeroing_chain(Tensor, x, g, c, n):
+    x[...] = 0.0
+    g[...] = 0.0
+    return {"out": np.zeros_like(x), "grad": np.zeros_like(g)}
+E.deep_chain = _zeroing_chain
+"""
+# The same on a blank 04: training_run zeroes X and y and answers a consistent fit of zeros.
+ZERO_TRAINING = """
+import numpy as np, course_lib.checks.engine as E
+def _zeroing_training(Tensor, Linear, sgd_step, X, y, d, steps, lr):
+    X[...] = 0.0
+    y[...] = 0.0
+    W, b = np.zeros((d, 1)), np.ones(1)
+    return {"W0": W, "b0": b, "gW0": W, "gb0": 2.0 * b, "W1": W, "b1": b - 2.0 * lr * b,
+            "after": [None, None], "losses": [1.0, 0.0]}
+E.training_run = _zeroing_training
+"""
+
+
+# A kernel that writes into every array it is given (zeros), so student code answers for zeros:
+# garbage that matches any reference computed from the grader's arrays after a call.
+SCRIBBLE = """
+import course_lib.channel.kernel as K
+_take = K.Server._array
+def _scribbled(self, array_id, arr):
+    mine = _take(self, array_id, arr)
+    if mine.dtype.kind in "fiu" and mine.flags.writeable:
+        mine[...] = 0
+    return mine
+K.Server._array = _scribbled
+"""
+
+# A numerical_gradient that first calls the test's f with everything but data, then honestly.
+CALLBACK_ABUSE = """
+import numpy as np
+_PROBES = []
+def numerical_gradient(f, x, eps=1e-6):
+    for bad in (np, object(), "text", 10**30, [[[[[[1.0]]]]]], {"x": 1.0}, None,
+                np.zeros(3, dtype=complex), (x, np), lambda v: v, [x] * 3):
+        try:
+            _PROBES.append(repr(f(bad))[:300])
+        except Exception as e:
+            _PROBES.append(f"{type(e).__name__}: {e}"[:300])
+    x = np.array(x, dtype=float)
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + eps
+        plus = float(f(x))
+        x[idx] = old - eps
+        minus = float(f(x))
+        x[idx] = old
+        grad[idx] = (plus - minus) / (2 * eps)
+    return grad
+"""
+SHOW_PROBES = "print(chr(10).join(_PROBES))"
+
+ORACLE_CELL = """# A generic numerical oracle: the notebook's forward passes, one line each, with vjps by
+# complex step (one forward evaluation per input element). No rule, no torch, no course_lib.
+import numpy as np
+AFFORD = 2_000_000   # elements x input size it finishes within a call; past that it gives up
+
+def _cs_grads(forward, args, wrt, g):
+    grads = []
+    work = sum(np.size(v) for v in args)
+    for i in wrt:
+        a = np.asarray(args[i], dtype=float)
+        if a.size * work > AFFORD:
+            raise RuntimeError(f"{a.size} elements: a complex step would take hours")
+        grad = np.zeros(a.shape)
+        for idx in np.ndindex(a.shape):
+            z = a.astype(complex)
+            z[idx] += 1e-30j
+            out = forward(*[z if j == i else v for j, v in enumerate(args)])
+            grad[idx] = np.sum(np.imag(out) * np.asarray(g)) / 1e-30
+        grads.append(grad)
+    return grads
+
+def _vjp_of(forward, wrt, scalar=False):
+    def f(*args, **kwargs):
+        args = list(args) + list(kwargs.values())
+        out = forward(*args)
+        def vjp(g=1.0):
+            grads = _cs_grads(forward, args, wrt, g)
+            return grads[0] if len(grads) == 1 else tuple(grads)
+        return (float(np.real(out)) if scalar else np.real(out)), vjp
+    return f
+
+def _grads_dict(loss, names):
+    def f(*args):
+        return dict(zip(names, _cs_grads(loss, list(args), range(len(names)), 1.0)))
+    return f
+
+def _lse(z, axis=-1):
+    m = np.max(z.real, axis=axis, keepdims=True)
+    return m + np.log(np.sum(np.exp(z - m), axis=axis, keepdims=True))
+
+def _sm(x, axis=-1):
+    return np.exp(x - _lse(x, axis))
+
+def _ce(z, labels):
+    return -np.mean((z - _lse(z))[np.arange(len(labels)), labels])
+
+def _ln(x, gamma, beta, eps=1e-5):
+    c = x - x.mean(axis=-1, keepdims=True)
+    return gamma * c / np.sqrt((c * c).mean(axis=-1, keepdims=True) + eps) + beta
+
+def _att(q, k, v, causal=False):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if causal:
+        s = np.where(np.triu(np.ones(s.shape[-2:], bool), 1), -1e300, s)
+    return _sm(s) @ v
+
+def _sig(x):
+    with np.errstate(all="ignore"):
+        return np.where(x.real >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+
+def _mlp(params, x, labels):
+    flat = [a for pair in params for a in pair]
+    def loss(*theta):
+        h = x
+        for i in range(0, len(theta), 2):
+            h = h @ theta[i] + theta[i + 1]
+            if i < len(theta) - 2:
+                h = np.where(h.real > 0, h, 0)
+        return _ce(h, labels)
+    grads = _cs_grads(loss, flat, range(len(flat)), 1.0)
+    return float(np.real(loss(*flat))), [(grads[i], grads[i + 1]) for i in range(0, len(grads), 2)]
+
+_ORACLE = {
+    "linear_regression_grads": _grads_dict(lambda X, W, b, y: np.mean((X @ W + b - y) ** 2), "XWb"),
+    "logistic_regression_grads": _grads_dict(lambda X, W, b, y: np.mean(
+        y * np.log(1 + np.exp(-(X @ W + b))) + (1 - y) * np.log(1 + np.exp(X @ W + b))), "XWb"),
+    "ridge_grads": _grads_dict(lambda X, W, b: np.mean(X @ W + b + np.sum(W ** 2)), "XWb"),
+    "affine": _vjp_of(lambda x, w, b: x @ w + b, (0, 1, 2)),
+    "relu": _vjp_of(lambda x: np.where(x.real > 0, x, 0), (0,)),
+    "sigmoid": _vjp_of(_sig, (0,)),
+    "tanh": _vjp_of(np.tanh, (0,)),
+    "mse_loss": _vjp_of(lambda p, t: np.mean((p - t) ** 2), (0,), scalar=True),
+    "softmax_cross_entropy": _vjp_of(_ce, (0,), scalar=True),
+    "mlp_loss_and_grads": _mlp,
+    "softmax": _vjp_of(_sm, (0,)),
+    "layer_norm": _vjp_of(_ln, (0, 1, 2)),
+    "embedding": _vjp_of(lambda ids, table: table[ids], (1,)),
+    "attention": _vjp_of(_att, (0, 1, 2)),
+}
+
+def _reinstall(*_):  # after every cell (the blank exercise cells redefine the names)
+    globals().update(_ORACLE)
+
+get_ipython().events.register("post_run_cell", _reinstall)
+"""
+
+
+def _with_cell_first(nb, source):
+    nb = nbformat.from_dict(nb)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+def _with_cells_after(nb, gid, *sources):
+    nb = nbformat.from_dict(nb)
+    at = next(i for i, c in enumerate(nb.cells) if _gid(c) == gid) + 1
+    nb.cells[at:at] = [nbformat.v4.new_code_cell(s) for s in sources]
+    return nb
+
+
+def _recursive_engine():
+    from test_04_autodiff_engine import ITERATIVE_SORT, RECURSIVE_SORT
+    return apply_edits(read(source_path("04_autodiff_engine")),
+                       [("Tensor_graph", ITERATIVE_SORT, RECURSIVE_SORT)])
+
+
+def _students(assignment):
+    """The reference, a scribbling kernel on the reference, and a blank notebook's oracle."""
+    students = {"reference": lambda: read(source_path(assignment)),
+                "scribbler": lambda: _with_cell_first(read(source_path(assignment)), SCRIBBLE)}
+    if assignment != "04_autodiff_engine":
+        students["oracle"] = lambda: _with_cell_first(read(release_path(assignment)), ORACLE_CELL)
+    return students
+
+
+WALL_SUBMISSIONS = {
+    "02_manual_backprop": {
+        **_students("02_manual_backprop"),
+        "callback_abuser": lambda: _with_cells_after(read(source_path("02_manual_backprop")),
+                                                     "numerical_gradient", CALLBACK_ABUSE),
+    },
+    "03_mlp_backward": _students("03_mlp_backward"),
+    "04_autodiff_engine": {
+        **_students("04_autodiff_engine"),
+        "recursive_sort": _recursive_engine,
+        "recursive_sort_zeroing": lambda: _with_cell_first(_recursive_engine(), ZERO_DEEP_CHAIN),
+        "blank_zeroing_training": lambda: _with_cell_first(
+            read(release_path("04_autodiff_engine")), ZERO_TRAINING),
+    },
+    "05_attention_backward": _students("05_attention_backward"),
+}
+
+
+@pytest.fixture(scope="module")
+def wall(tmp_path_factory):
+    """One grading run of the real notebooks with the wall's attackers beside the reference."""
+    course = make_course(str(tmp_path_factory.mktemp("wall")), tuple(WALL_SUBMISSIONS))
+    for assignment, students in WALL_SUBMISSIONS.items():
+        for student, make in students.items():
+            nb = make()
+            if student == "callback_abuser":
+                nb.cells.append(nbformat.v4.new_code_cell(SHOW_PROBES))
+            submit(course, student, assignment, nb)
+    scores = {}
+    for assignment in WALL_SUBMISSIONS:
+        report = pipeline.grade(course, assignment, workers=2, sandbox=True, limits=Limits(),
+                                progress=False)
+        assert report.count("graded") == len(WALL_SUBMISSIONS[assignment]), report.summary()
+        scores.update(pipeline.scores(course, assignment))
+    for (student, assignment), cells in sorted(scores.items()):  # the numbers, for the record
+        print(f"{assignment:<24}{student:<24}{sum(s for s, _ in cells.values()):5g} /"
+              f"{sum(m for _, m in cells.values()):g}")
+    return {"course": course, "scores": scores}
+
+
+def _points(wall, student, assignment, cells=None):
+    got = wall["scores"][(student, assignment)]
+    return sum(s for gid, (s, _) in got.items() if cells is None or gid in cells)
+
+
+def test_a_kernel_cannot_rewrite_the_grader_s_arrays(wall):
+    """Zeroing what a check sends and answering zeros earns nothing more than the honest error."""
+    a = "04_autodiff_engine"
+    assert _points(wall, "reference", a) == 19.0
+    honest_mistake = _points(wall, "recursive_sort", a)
+    assert honest_mistake < 19.0
+    assert _points(wall, "recursive_sort_zeroing", a) == honest_mistake, wall["scores"][
+        ("recursive_sort_zeroing", a)]
+    assert _points(wall, "blank_zeroing_training", a) == 0.0, wall["scores"][
+        ("blank_zeroing_training", a)]
+
+
+def test_the_reference_keeps_full_marks_beside_the_attackers(wall):
+    for assignment in WALL_SUBMISSIONS:
+        cells = wall["scores"][("reference", assignment)]
+        assert all(s == m for s, m in cells.values()), (assignment, cells)
+
+
+@pytest.mark.parametrize("assignment", sorted(WALL_SUBMISSIONS))
+def test_a_kernel_that_writes_into_every_array_earns_nothing(wall, assignment):
+    """Every check of these notebooks sends arrays; answers for zeroed copies are worth 0."""
+    cells = wall["scores"][("scribbler", assignment)]
+    assert _points(wall, "scribbler", assignment) == 0.0, {k: v for k, v in cells.items() if v[0]}
+
+
+def _visible_points(assignment):
+    nb = read(source_path(assignment))
+    return sum(float(c.metadata["nbgrader"]["points"]) for c in nb.cells
+               if is_test(c) and "BEGIN HIDDEN TESTS" not in c.source)
+
+
+@pytest.mark.parametrize("assignment", ["02_manual_backprop", "03_mlp_backward",
+                                        "05_attention_backward"])
+def test_a_complex_step_oracle_earns_at_most_the_visible_tests(wall, assignment):
+    earned = _points(wall, "oracle", assignment)
+    assert 0 < earned <= _visible_points(assignment), wall["scores"][("oracle", assignment)]
+
+
+def test_callbacks_take_data_only(wall):
+    """Handles, strings, dicts, deep lists, complex arrays: refused, the test fails with a
+    reason, the kernel learns a fixed sentence; the abuser's other exercises are unharmed."""
+    a = "02_manual_backprop"
+    abuser, honest = wall["scores"][("callback_abuser", a)], wall["scores"][("reference", a)]
+    refused = {"test_numerical_gradient", "test_numerical_gradient_hidden"}
+    assert all(abuser[k][0] == 0 for k in refused), abuser
+    assert {k: v for k, v in abuser.items() if k not in refused} == \
+        {k: v for k, v in honest.items() if k not in refused}
+    text = _outputs(wall["course"].path("autograded", "callback_abuser", a,
+                                        NOTEBOOKS[a] + ".ipynb"))
+    assert "grader refuses" in text, text[-3000:]
+    assert "the grader refused this call" in text  # what the kernel was told, and all it was told
+    nb = read(source_path(a))
+    hidden = {line.strip() for c in nb.cells if is_test(c) for line in c.source.splitlines()
+              if len(line.strip()) > 20}
+    assert not [line for line in hidden if line in text]

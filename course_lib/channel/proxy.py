@@ -3,9 +3,13 @@
 A test cell running in the grader sees the notebook's names as `Remote`s. Calling one, reading
 an attribute, an operator (`x + y`, `ndarray - Tensor`, `@`, `**`), `isinstance`, `len`,
 iteration: each is one request to the kernel's server, answered with data or a new handle.
-Arrays handed to the kernel come back after each request if student code changed them in
-place, so "must not modify its arguments" checks read the same as in the kernel. Functions
-of the test (the `f` of a finite difference) stay here and are called back.
+The kernel gets a copy of every array it is sent (its bytes), and no grader array is ever
+written from the kernel: when student code changes an argument in place, the kernel's version
+is kept beside ours (`left_by_student`), and shows only in what a `t.run` returns, so "must not
+modify its arguments" checks read the same as in the kernel while every reference is computed
+from values the kernel never touched. Functions of the test (the `f` of a finite difference)
+stay here and are called back with plain data only (numbers, listed-dtype arrays, bounded
+lists/tuples of those); anything else (a handle, a string, a huge int) is refused.
 
 Every reply is hostile input: malformed, oversized, too deep, too late. Each costs the current
 test its points (`ChannelError`), never the grader.
@@ -84,6 +88,8 @@ class Session:
         self.callbacks: list = []
         self.arrays: dict[int, np.ndarray] = {}    # our arrays the kernel holds, by id
         self.array_ids: dict[int, int] = {}        # id(array) -> array id
+        self.changed: dict[int, np.ndarray] = {}   # array id -> as student code left it
+        self.refused: str | None = None            # why a callback of this request was refused
         self.scope_reset = False
         self.next_array_id = 0
         self.calls = 0
@@ -94,9 +100,10 @@ class Session:
         return Remote(self, {"name": name}, name, callable_=True)
 
     def new_scope(self):
-        """A new `t.run`: arrays sent before no longer need writing back."""
+        """A new `t.run`: arrays sent before are forgotten, with what student code did to them."""
         self.arrays.clear()
         self.array_ids.clear()
+        self.changed.clear()
         self.scope_reset = True
 
     def _ensure_started(self):
@@ -189,17 +196,23 @@ class Session:
         return wire.Decoder(buffers, self._remote)(spec)
 
     def _write_back(self, updates, buffers):
-        """Student code changed arrays we sent: change ours the same way (same shape only)."""
+        """Student code changed arrays we sent: note its version beside ours (never into ours)."""
         if not isinstance(updates, list):
             raise wire.WireError("bad updates")
         for item in updates[:wire.MAX_ITEMS]:
             if not (isinstance(item, list) and len(item) == 2):
                 raise wire.WireError("bad update")
             mine = self.arrays.get(item[0]) if isinstance(item[0], int) else None
-            new = self._decode(item[1], buffers)
-            if mine is not None and isinstance(new, np.ndarray) and new.shape == mine.shape \
-                    and mine.flags.writeable:
-                mine[...] = new.astype(mine.dtype, copy=False)
+            new = wire.Decoder(buffers, _refuse_reference)(item[1])
+            if mine is not None and isinstance(new, np.ndarray) and new.shape == mine.shape:
+                self.changed[item[0]] = new.astype(mine.dtype)
+
+    def left_by_student(self, arr):
+        """`arr` as student code left it: the kernel's version if it changed the copy it got."""
+        array_id = self.array_ids.get(id(arr))
+        if array_id is None or self.arrays.get(array_id) is not arr:
+            return arr
+        return self.changed.get(array_id, arr)
 
     # ---- requests
     def request(self, op, target=None, *args, **kwargs):
@@ -219,6 +232,9 @@ class Session:
             try:
                 if "updates" in header:
                     self._write_back(header["updates"], buffers)
+                if kind in ("result", "raised") and self.refused:
+                    reason, self.refused = self.refused, None
+                    raise ChannelError(reason)
                 if kind == "result":
                     return self._decode(header.get("value"), buffers)
                 if kind == "raised":
@@ -231,23 +247,68 @@ class Session:
             self._break("the kernel's answer was malformed (unknown kind)")
 
     def _answer_callback(self, header, buffers):
+        """Call the test's function on plain data only; refuse anything else, with a reason."""
         number = header.get("callback")
-        if not isinstance(number, int) or not 0 <= number < len(self.callbacks):
+        if not isinstance(number, int) or isinstance(number, bool) \
+                or not 0 <= number < len(self.callbacks):
             raise wire.WireError("unknown callback")
-        value = self._decode(header.get("value"), buffers)
+        try:
+            value = wire.Decoder(buffers, _refuse_reference)(header.get("value"))
+        except wire.WireError as e:
+            return self._refuse(f"it was not plain data ({e})")
         if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
                 and isinstance(value[1], dict)):
             raise wire.WireError("bad callback arguments")
+        bad = next((v for v in [*value[0], *value[1].values()] if not plain_data(v)), _NONE)
+        if bad is not _NONE:
+            return self._refuse(f"it was {_plain_description(bad)}")
         try:
             result = self.callbacks[number](*value[0], **value[1])
-        except Exception as e:  # noqa: BLE001 (reported to the student's code as an error)
-            self._send({"kind": "raised"}, value=f"{type(e).__name__}: {e}")
+        except Exception:  # noqa: BLE001 (the student's code learns only that it failed)
+            self._send({"kind": "raised"}, value=CALLBACK_FAILED)
             return
         self._send({"kind": "result"}, value=result)
+
+    def _refuse(self, why):
+        self.refused = self.refused or (
+            "your code called a function the test gave it with an argument the grader refuses: "
+            f"{why}. Call it with numbers or float arrays only.")
+        self._send({"kind": "raised"}, value=CALLBACK_REFUSED)
 
     def apply(self, path: str, *args, **kwargs):
         """Run course_lib function `path` ('module:name') in the kernel on these arguments."""
         return self.request("apply", None, path, *args, **kwargs)
+
+
+CALLBACK_FAILED = "the test's function raised an error on the arguments it was given"
+CALLBACK_REFUSED = "the grader refused this call: a test's function takes numbers and arrays only"
+MAX_PLAIN_DEPTH = 4
+_NONE = object()
+
+
+def _refuse_reference(spec):
+    raise wire.WireError("a handle, name or function where data was expected")
+
+
+def plain_data(value, depth=0) -> bool:
+    """A number (within int64), an array of a listed dtype, or a bounded list/tuple of those."""
+    if isinstance(value, bool) or isinstance(value, float):
+        return True
+    if isinstance(value, int):
+        return -2**63 <= value < 2**63
+    if wire.is_array_data(value):
+        return True
+    if isinstance(value, (list, tuple)) and depth < MAX_PLAIN_DEPTH and len(value) <= wire.MAX_ITEMS:
+        return all(plain_data(v, depth + 1) for v in value)
+    return False
+
+
+def _plain_description(value):
+    if isinstance(value, int):
+        return "an integer outside int64"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} nested too deeply or holding something else"
+    return f"a {type(value).__name__}"
 
 
 def _forward(op):

@@ -72,19 +72,22 @@ def is_container(obj, depth=0) -> bool:
     return isinstance(obj, dict) and len(obj) <= MAX_ITEMS and all(isinstance(k, str) for k in obj)
 
 
-def as_data(obj, depth=0, describe=None):
+def as_data(obj, depth=0, describe=None, left=None):
     """The value as the grader sees it: data stays, containers recurse, the rest is Unsupported.
 
     Both ways of reaching student code reduce results with it, so both see the same values.
+    `left(array)` gives an array as student code left it (the channel's copy of an argument).
     """
     if is_scalar_data(obj):
         return obj[:MAX_STR] if isinstance(obj, str) else obj
     if is_array_data(obj):
-        return obj.copy() if isinstance(obj, np.ndarray) else obj
+        if not isinstance(obj, np.ndarray):
+            return obj
+        return (left(obj) if left is not None else obj).copy()
     if is_container(obj, depth):
         if isinstance(obj, dict):
-            return {k[:200]: as_data(v, depth + 1, describe) for k, v in obj.items()}
-        items = [as_data(v, depth + 1, describe) for v in obj]
+            return {k[:200]: as_data(v, depth + 1, describe, left) for k, v in obj.items()}
+        items = [as_data(v, depth + 1, describe, left) for v in obj]
         return items if isinstance(obj, list) else tuple(items)
     return Unsupported((describe or type_name)(obj))
 

@@ -20,6 +20,15 @@ The same cell text runs in one of two places, chosen with `reaching(...)`:
 Conventions every check keeps: every gradient and upstream gradient `g` a test passes is a
 float64 ndarray, 0-d for shape `()` and never a numpy scalar (`as_gradient` makes one); a vjp
 gets a fresh `g` per call and must leave it as it was (the notebooks' rule, checked).
+
+The rule of the wall: the grader never trusts an array a kernel could write. Under `Proxied`
+every argument crosses in one place, the channel session (`course_lib.channel.proxy`): the
+kernel gets a copy, nothing from the kernel is ever written into a grader array, and what
+student code did to an argument shows only in what `t.run` returns (the copies a thunk hands
+over and returns, e.g. `_call_copied`'s "args", read as student code left them). So a
+reference computed from the test's own values, before or after `t.run`, is computed from
+values the kernel never touched; a check cannot forget this, because there is nothing to
+remember. Callbacks (the `f` of a finite difference) receive plain data only.
 """
 from __future__ import annotations
 
@@ -128,7 +137,7 @@ class Proxied:
         except Exception as e:  # noqa: BLE001 (the student's result did not fit: unpacking...)
             raise GradeError(f"{label}: your code raised {type(e).__name__}: "
                              f"{str(e)[:200]}") from None
-        return wire.as_data(result, describe=_remote_type)
+        return wire.as_data(result, describe=_remote_type, left=self.session.left_by_student)
 
     def apply(self, fn, *args, **kwargs):
         return self.session.apply(f"{fn.__module__}:{fn.__qualname__}", *args, **kwargs)
@@ -281,8 +290,9 @@ def as_gradient(value):
 def call_vjp(f, inputs: dict, g, n_grads: int, stage=None):
     """Student side of a VJP check: forward, then the vjp twice (it may be called again).
 
-    Each call gets its own copy of g; "g_changed" says whether a call wrote into it (under the
-    grader the channel writes the kernel's changes back into the copy sent). `stage` (a list)
+    Each call gets its own copy of g, returned as "g_sent" beside the original "g": under the
+    grader the copies come back as student code left them, so `g_changed` compares them after
+    `t.run` (the grader's own g never crossed). `stage` (a list)
     records "vjp" once the forward pass has returned, for the message if the code raises.
     """
     args = tuple(_copy(v) for v in inputs.values())
@@ -292,8 +302,16 @@ def call_vjp(f, inputs: dict, g, n_grads: int, stage=None):
     sent = [as_gradient(g), as_gradient(g)]
     first = vjp(sent[0])
     second = vjp(sent[1])
-    changed = not all(np.array_equal(s, g, equal_nan=True) for s in sent)
-    return {"out": out, "grads": first, "again": second, "args": args, "g_changed": changed}
+    return {"out": out, "grads": first, "again": second, "args": args, "g_sent": sent, "g": g}
+
+
+def g_changed(got) -> bool:
+    """Whether a vjp call wrote into its copy of g (anything but equal arrays counts)."""
+    sent = got.get("g_sent")
+    if not isinstance(sent, (list, tuple)) or len(sent) != 2:
+        return True
+    return not all(isinstance(s, np.ndarray) and np.array_equal(s, got.get("g"), equal_nan=True)
+                   for s in sent)
 
 
 # ---- torch references (run outside student code) --------------------------------------------
@@ -354,7 +372,7 @@ def check_vjp_result(name, got, out, expected, inputs, grads, hints, rtol=RTOL, 
             again = " (on a second call of vjp)" if key == "again" else ""
             assert_close(r, e, what=f"{name}: gradient with respect to {arg}{again}",
                          rtol=rtol, atol=atol, hint=hints.get(arg), context=inputs)
-    if got.get("g_changed") is not False:
+    if g_changed(got):
         raise GradeError(g_modified_message(name))
     assert_unchanged(name, got["args"], tuple(inputs.values()), names=list(inputs))
 

@@ -711,17 +711,18 @@ def check_deep_chain(t, Tensor, n=100_000):
     c = 1.0 + float(t.uniform(1e-5, 3e-5))
     muls = (n + 1) // 2
 
+    expected_out, expected_grad = x * c ** muls, g * c ** muls  # from our values, before the run
+
     def body():
-        return student_side(deep_chain, Tensor, x, g, c, n)
+        return student_side(deep_chain, Tensor, x.copy(), g.copy(), c, n)
 
     label = f"a chain of {n:,} ops (y = y * c, y = y + 0.0, ...)"
     got = t.run(lambda: _attempt(body), Tensor, label=label)
     _check_error(label, got)
-    factor = c ** muls
-    _compare(got["out"], x * factor, f"{label}: the output's .data", rtol=1e-6)
+    _compare(got["out"], expected_out, f"{label}: the output's .data", rtol=1e-6)
     if got["grad"] is None:
         raise _grad_missing(label, "x")
-    _compare(got["grad"], g * factor, f"{label}: x.grad", rtol=1e-6,
+    _compare(got["grad"], expected_grad, f"{label}: x.grad", rtol=1e-6,
              hint=f"dy/dx = c**{muls}: every op in the chain passes its gradient on once.")
 
 
@@ -851,8 +852,9 @@ def check_training(t, Tensor, Linear, sgd_step, n=64, d=3, steps=25, lr=0.1):
     X = t.randn(n, d)
     y = X @ t.randn(d, 1) + float(t.uniform(-1.0, 1.0)) + 0.01 * t.randn(n, 1)
 
-    def body():
-        return student_side(training_run, Tensor, Linear, sgd_step, X, y, d, steps, lr)
+    def body():  # copies: X and y stay the grader's own for the reference below
+        return student_side(training_run, Tensor, Linear, sgd_step, X.copy(), y.copy(), d,
+                            steps, lr)
 
     label = (f"training Linear({d}, 1) with sgd_step(lr={lr:g}) for {steps} steps on a "
              f"regression with {n} points (loss = mean squared error)")
