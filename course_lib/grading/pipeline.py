@@ -139,6 +139,7 @@ def stage_submission(course: Course, student: str, assignment: str, stage: str, 
             reasons.append(problem + ": it scores 0")
             continue
         reasons += [f"{f}: {note}" for note in cells.repair(nb, cell_types)]
+        stable_cell_ids(nb)
         nbformat.write(nb, os.path.join(dest, f"{name}.ipynb"))
     extra = []
     for entry in sorted(os.listdir(src)):
@@ -737,7 +738,26 @@ def _sanitized(station: Station, path: str, student, a, notebook) -> str:
     with station.reused():
         nb = sanitize(station.course, nbformat.read(path, as_version=4), student, a, notebook,
                       station.sanitizers)
+    stable_cell_ids(nb)
     return nbformat.writes(nb)
+
+
+def stable_cell_ids(nb) -> None:
+    """Every cell a unique id made from the notebook itself: nbformat would make up random ones
+    for cells without (a test cell put back) or with a repeated id, and the same submission
+    would then hash anew each run (new seeds, no cache hit)."""
+    if (nb.nbformat, nb.nbformat_minor) < (4, 5):
+        return
+    seen = set()
+    for index, cell in enumerate(nb.cells):
+        cid = cell.get("id")
+        if not isinstance(cid, str) or cid in seen:
+            base = f"{cid}|{cells.grade_id(cell)}|{index}|{cell.get('source', '')}"
+            cid = hashlib.sha256(base.encode()).hexdigest()[:12]
+            while cid in seen:
+                cid = hashlib.sha256(cid.encode()).hexdigest()[:12]
+            cell["id"] = cid
+        seen.add(cid)
 
 
 def _stand_in(station: Station, job: Job, notebook: str, path: str, tests: dict) -> None:
