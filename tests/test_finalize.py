@@ -152,3 +152,12 @@ def test_the_demo_class_gets_todays_gradebook_and_files(tmp_path):
     assert rows == dump(before)
     assert autograded(now) == autograded(before)
     assert len([k for k in rows if len(k) == 5 and k[3] == "grade"]) > 50
+
+
+def test_an_execution_worker_imports_neither_nbgrader_nor_the_gradebook():
+    import subprocess
+    import sys
+    code = ("import sys, course_lib.grading.runner\n"
+            "print(sorted(m for m in ('nbgrader', 'nbconvert', 'sqlalchemy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
