@@ -12,6 +12,10 @@ a fresh interpreter (imports done before the clock starts) and prints wall secon
 notebook, the main process's CPU seconds per notebook (every thread: the pool's feeder, the
 Dask client and scheduler) and that CPU's share of the wall time.
 
+`--steps N` grades N tiny notebooks serially, then times the trusted side's three steps per
+notebook on them again from the cache: prepare and build (a finalizer process's work) and
+the batched gradebook write (the instructor's process's), CPU milliseconds per notebook.
+
 `--before FOLDER` also runs every measurement with FOLDER (an export of an older
 `course_lib`, e.g. `git archive HEAD~3 course_lib | tar -x -C FOLDER`) first on PYTHONPATH,
 the two taking turns, so ratios come from one run on one (shared) machine.
@@ -74,6 +78,42 @@ def measure(kind: str, size: int, workers: int, dask: bool) -> dict:
                 "share": cpu / wall, "peak_mb": peak}
 
 
+def steps(n: int) -> None:
+    """CPU ms per notebook of prepare, build (finalizer) and write (main), on cached runs."""
+    sys.path.insert(0, TESTS)
+    from harness import CORRECT, make_tiny_course, submission, submit
+    from course_lib.grading import pipeline
+    from course_lib.grading.finalize import Finished, GradebookWriter
+    from course_lib.grading.sandbox import Limits
+    limits = Limits(cell_timeout=60)
+    with tempfile.TemporaryDirectory(prefix="bench-finalize-") as root:
+        course = make_tiny_course(root)
+        names = [f"s{i:04d}" for i in range(n)]
+        for name in names:
+            submit(course, name, "tiny", submission(CORRECT), name="tiny.ipynb")
+        pipeline.grade(course, "tiny", workers=1, sandbox=True, progress=False, limits=limits)
+        station = pipeline.Station(pipeline.Setup(course.root, course.db_url, limits, True))
+        cache = pipeline.ResultCache(course.path(pipeline.CACHE, "results"))
+        cpu = time.process_time()
+        jobs = [station.prepare(name, "tiny") for name in names]
+        prepare = time.process_time() - cpu
+        for job in jobs:
+            for task in job.tasks:
+                pipeline.execute_done(job, cache.get(task))
+        finished = [Finished(j.student, j.assignment, [], dict(j.done), j.expected) for j in jobs]
+        cpu = time.process_time()
+        records = [station.build(f) for f in finished]
+        build = time.process_time() - cpu
+        writer = GradebookWriter(course)
+        cpu = time.process_time()
+        writer.write(records)
+        write = time.process_time() - cpu
+        writer.close()
+        station.close()
+    print(f"per tiny notebook: prepare {1000 * prepare / n:.1f} ms, build {1000 * build / n:.1f}"
+          f" ms (finalizer); write {1000 * write / n:.2f} ms (main, one batch of {n})")
+
+
 def _dask_cluster(workers: int):
     from dask.distributed import LocalCluster
     from course_lib.grading.cluster import Scheduler
@@ -101,8 +141,12 @@ def main():
     parser.add_argument("--dask", type=int, default=160, help="tiny class on Dask; 0: none")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--before", help="an older course_lib's parent folder, to compare")
+    parser.add_argument("--steps", type=int, default=0, help="time the trusted steps on N")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps:
+        steps(args.steps)
+        return
     if args.child:
         kind, size, workers, dask = args.child
         print(json.dumps(measure(kind, int(size), int(workers), dask == "dask")))
