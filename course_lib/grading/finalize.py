@@ -146,7 +146,7 @@ class ReusedGradebooks:
         self.open.clear()
 
 
-# ---- build: one submission's autograded notebooks --------------------------------------------------
+# ---- build: one submission's autograded notebooks ---------------------------------------------
 
 class Builder:
     """nbgrader's autograde pass for one course, without its database writes."""
@@ -328,8 +328,9 @@ def _check(record: Record, names: dict) -> None:
             raise KeyError(f"notebook {name}")
     for name, (scores, comments) in record.notebooks.items():
         grades, answers = names[name]
-        for gid in [g for g in scores if g not in grades] + [c for c in comments if c not in answers]:
-            raise KeyError(f"cell {gid} of {name}")
+        unknown = [g for g in scores if g not in grades] + [c for c in comments if c not in answers]
+        if unknown:
+            raise KeyError(f"cell {unknown[0]} of {name}")
 
 
 def _zero(grades: dict) -> None:
@@ -410,8 +411,7 @@ class _Rows:
         if student is None:
             student = self.students[record.student] = Student(id=record.student)
             self.db.add(student)
-        extra = {"timestamp": utils.parse_utc(record.timestamp)} \
-            if record.timestamp is not None and record.kind != "zero" else {}
+        extra = {} if record.timestamp is None else {"timestamp": utils.parse_utc(record.timestamp)}
         submission = SubmittedAssignment(assignment=self.assignments[record.assignment],
                                          student=student, **extra)
         for _, rows in notebooks.values():

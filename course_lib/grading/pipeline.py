@@ -437,9 +437,9 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
     """prepare -> execute -> finalize; submissions reach the gradebook in batches as they end.
 
     Preparing and finalizing (nbgrader's preprocessors, the autograded notebooks) run in a
-    pool of `finalizers` trusted processes (default: one per 8 execution slots, none when
-    grading serially); this process only schedules and writes the gradebook, one transaction
-    per `batch` submissions. `only` (test ids) runs just those tests and scores the others 0
+    pool of `finalizers` trusted processes (default: one per 8 local workers, half this
+    machine's cores with a cluster, none when grading serially); this process only schedules
+    and writes the gradebook, one transaction per `batch` submissions. `only` (test ids) runs just those tests and scores the others 0
     (`course check --only`).
     """
     sandbox = require_sandbox(sandbox)
@@ -449,8 +449,10 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
         shutil.rmtree(cache.root, ignore_errors=True)
     counts = {"cached": 0, "ran": 0}
     serial = workers <= 1 and not scheduler
-    if finalizers is None:
-        finalizers = 0 if serial else max(1, min(os.cpu_count() or 1, -(-workers // 8)))
+    if finalizers is None:  # a finalizer keeps up with ~8 execution slots (bench/finalize.py)
+        cores = os.cpu_count() or 1
+        per_workers = min(cores, -(-workers // 8))
+        finalizers = 0 if serial else max(1, cores // 2 if scheduler else per_workers)
     setup = Setup(course.root, course.db_url, limits, sandbox, tuple(only))
     with _private_files(course), Trusted(course, setup, finalizers) as trusted:
         specs = submissions(course, assignment, students)
@@ -700,7 +702,8 @@ def prepare_job(station: Station, student: str, a: str) -> Job:
         job.outcome.status = "skipped"
         job.outcome.reasons.append(f"{a} is not in the gradebook: run `course release {a}`")
         return job
-    if any(os.path.islink(course.path("submitted", *parts)) for parts in ((student,), (student, a))):
+    links = ((student,), (student, a))
+    if any(os.path.islink(course.path("submitted", *parts)) for parts in links):
         job.outcome.status = "failed"
         job.outcome.reasons.append(f"submitted/{student}/{a} is a link, not a folder: not graded")
         return job
