@@ -48,7 +48,8 @@ def dump(course) -> dict:
 
 def autograded(course, cell_ids=True) -> dict:
     """{path under autograded/: (bytes, permission bits)}; without `cell_ids`, a notebook's
-    cells' ids are left out (nbgrader makes up random ones for a test cell it puts back)."""
+    cells' ids are left out (random ones are made up for the cells put in at finalizing: the
+    grader's note at the top, a test cell nbgrader puts back), the rest compared as written."""
     top, found = course.path("autograded"), {}
     for dirpath, _, files in os.walk(top):
         for name in files:
