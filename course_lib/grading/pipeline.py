@@ -439,8 +439,8 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
     Preparing and finalizing (nbgrader's preprocessors, the autograded notebooks) run in a
     pool of `finalizers` trusted processes (default: one per 8 local workers, half this
     machine's cores with a cluster, none when grading serially); this process only schedules
-    and writes the gradebook, one transaction per `batch` submissions. `only` (test ids) runs just those tests and scores the others 0
-    (`course check --only`).
+    and writes the gradebook, one transaction per `batch` submissions. `only` (test ids) runs
+    just those tests and scores the others 0 (`course check --only`).
     """
     sandbox = require_sandbox(sandbox)
     workers = workers or os.cpu_count() or 1
