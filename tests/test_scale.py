@@ -1,4 +1,5 @@
-"""Grading at scale: parallel and distributed runs give exactly the serial gradebook; PostgreSQL."""
+"""Grading at scale: parallel, distributed, PostgreSQL and killed-then-resumed runs give exactly
+the serial gradebook: every grade, comment, score and late penalty row (tests/gradebooks.py)."""
 import contextlib
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 
 from course_lib.grading import pipeline
 from course_lib.grading.sandbox import Limits
+from gradebooks import dump
 from harness import CORRECT, REPO, WRONG, make_tiny_course, submission
 
 BIN = os.path.dirname(sys.executable)
@@ -42,10 +44,11 @@ def class_course(root, db_url=None):
 
 
 def graded_class(root, db_url=None, **kwargs):
+    """The class graded; the gradebook as rows."""
     course = class_course(root, db_url)
     report = pipeline.grade(course, "tiny", progress=False, limits=Limits(cell_timeout=20), **kwargs)
     assert report.count("failed") == 0, report.summary()
-    return pipeline.scores(course, "tiny")
+    return dump(course)
 
 
 def _course_with_db(root, db_url):
@@ -62,7 +65,7 @@ def serial(tmp_path_factory):
 
 
 def test_serial_scores_are_what_each_submission_deserves(serial):
-    totals = {s: sum(v for v, _ in cells.values()) for (s, _), cells in serial.items()}
+    totals = {key[0]: row[1] for key, row in serial.items() if key[1:] == ("tiny", "tiny")}
     assert totals == {"s1": 3, "s2": 0, "s3": 3, "s4": 0, "s5": 0, "s6": 0, "s7": 3, "s8": 0}
 
 
@@ -159,7 +162,7 @@ def test_grading_through_the_tls_cluster_matches_serial(serial, tls_cluster, tmp
                             timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failed 0" in result.stdout
-    assert pipeline.scores(course, "tiny") == serial
+    assert dump(course) == serial
 
 
 def test_a_client_certificate_from_another_ca_is_refused(tls_cluster, tmp_path):
@@ -187,18 +190,41 @@ def test_a_client_without_a_certificate_is_refused(tls_cluster):
                 tls.recv(1)
 
 
-def test_interrupted_run_resumes_to_the_same_gradebook(serial, tmp_path):
-    root = str(tmp_path)
-    first = graded_class(root, workers=2)
-    # a kill after execution but before the gradebook was written: drop the gradebook rows
-    os.remove(os.path.join(root, "gradebook.db"))
-    from course_lib.grading.course import Course
-    course = Course(root)
-    assert course.api().generate_assignment("tiny")["success"]
+GRADE_IN_A_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+from course_lib.grading import pipeline
+from course_lib.grading.course import Course
+from course_lib.grading.sandbox import Limits
+pipeline.grade(Course({root!r}), "tiny", workers=2, progress=False, batch=1,
+               limits=Limits(cell_timeout=20))
+"""
+
+
+def _graded_rows(course) -> int:
+    import sqlite3
+    with contextlib.closing(sqlite3.connect(course.path("gradebook.db"), timeout=30)) as db:
+        return db.execute("SELECT COUNT(*) FROM grade WHERE auto_score IS NOT NULL").fetchone()[0]
+
+
+def test_a_killed_run_resumes_to_the_same_gradebook(serial, tmp_path):
+    course = class_course(str(tmp_path))
+    code = GRADE_IN_A_CHILD.format(tests=os.path.dirname(__file__), root=course.root)
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:  # killed, with all it started, once some submissions are in the gradebook
+        deadline = time.monotonic() + 600
+        while _graded_rows(course) < 2 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    written = _graded_rows(course)
+    assert 2 <= written < 2 * len(CLASS), "the run was not stopped half way"
     report = pipeline.grade(course, "tiny", workers=2, progress=False,
                             limits=Limits(cell_timeout=20))
-    assert pipeline.scores(course, "tiny") == first == serial
-    assert report.count("graded") == len(CLASS)
+    assert dump(course) == serial
+    assert report.count("graded") == len(CLASS) and report.cached >= written // 2
 
 
 # ---- PostgreSQL ---------------------------------------------------------------------------------

@@ -6,8 +6,13 @@
 2. execute: tasks run in parallel (processes, or a Dask cluster): student cells in a
    sandboxed kernel, test cells (text from the gradebook) in the worker, reaching student code
    through the channel; verdicts are cached on disk, so an interrupted run resumes;
-3. finalize: nbgrader's Autograde converter (with `InjectResults` in place of Execute) writes
-   autograded/ and the gradebook from those verdicts, one writer for the whole run.
+3. finalize: nbgrader's autograde preprocessors (with `InjectResults` in place of Execute)
+   build autograded/ from those verdicts in the trusted finalizer processes, and this process,
+   the one writer, puts their scores into the gradebook in batches (`finalize.py`).
+
+Steps 1 and 3 run in a pool of trusted finalizer processes when grading in parallel (in this
+process when serial): they never start a kernel, and the execution workers never see the
+gradebook or compute a score.
 """
 from __future__ import annotations
 
@@ -22,26 +27,15 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import nbformat
-from traitlets.config import Config
 
 from course_lib.channel import wire
 from course_lib.grading import cells
-from course_lib.grading import preprocessors as pp
 from course_lib.grading.course import Course, folders
 from course_lib.grading.runner import Result, Task, execute_task, read_files
 from course_lib.grading.sandbox import Limits, bwrap_available
 from course_lib.grading.verdicts import Verdict, seeds_for
 
 CACHE = ".course_cache"
-FINALIZE_PREPROCESSORS = [
-    "course_lib.grading.preprocessors.InjectResults",
-    "nbgrader.preprocessors.IgnorePattern",
-    "nbconvert.preprocessors.ClearMetadataPreprocessor",
-    "nbgrader.preprocessors.LimitOutput",
-    "nbgrader.preprocessors.SaveAutoGrades",
-    "nbgrader.preprocessors.AssignLatePenalties",
-    "nbgrader.preprocessors.CheckCellMetadata",
-]
 
 
 @dataclass
@@ -145,6 +139,7 @@ def stage_submission(course: Course, student: str, assignment: str, stage: str, 
             reasons.append(problem + ": it scores 0")
             continue
         reasons += [f"{f}: {note}" for note in cells.repair(nb, cell_types)]
+        stable_cell_ids(nb)
         nbformat.write(nb, os.path.join(dest, f"{name}.ipynb"))
     extra = []
     for entry in sorted(os.listdir(src)):
@@ -173,14 +168,17 @@ def _copy_small_file(path, dest, reasons):
         f.write(data)
 
 
-def sanitize(course: Course, nb, student, assignment, notebook):
-    """nbgrader's sanitize step, with the preprocessors `nbgrader autograde` is configured with."""
+def sanitize(course: Course, nb, student, assignment, notebook, preprocessors=None):
+    """nbgrader's sanitize step, with the preprocessors `nbgrader autograde` is configured with
+    (`c.Autograde.sanitize_preprocessors`), or those instances of them."""
     from traitlets.utils.importstring import import_item
     resources = {"nbgrader": {"notebook": notebook, "assignment": assignment,
                               "student": student, "db_url": course.db_url}}
-    for name in course.config.Autograde.sanitize_preprocessors:
-        cls = import_item(name) if isinstance(name, str) else name
-        nb, resources = cls(config=course.config).preprocess(nb, resources)
+    if preprocessors is None:
+        preprocessors = [(import_item(n) if isinstance(n, str) else n)(config=course.config)
+                         for n in course.config.Autograde.sanitize_preprocessors]
+    for preprocessor in preprocessors:
+        nb, resources = preprocessor(nb, resources)  # as nbconvert runs them: if enabled
     return nb
 
 
@@ -335,6 +333,14 @@ class _Now:
             raise self.error
         return self.value
 
+    def future(self) -> cf.Future:
+        future = cf.Future()
+        if self.error is not None:
+            future.set_exception(self.error)
+        else:
+            future.set_result(self.value)
+        return future
+
 
 def _result_or_failure(task: Task, future) -> Result:
     """A worker that broke (killed, out of memory) fails this task only; not cached."""
@@ -374,18 +380,19 @@ def _progress(total, enabled):
 
 @dataclass
 class Job:
-    """One (student, assignment): its outcome and one task per notebook to execute."""
+    """One (student, assignment): its outcome, the tasks to execute and what is done."""
     student: str
     assignment: str
     outcome: Outcome
     tasks: list = field(default_factory=list)
-    results: dict = field(default_factory=dict)   # notebook -> (executed nb, verdicts)
-    tests: dict = field(default_factory=dict)     # notebook -> {grade_id: test text}
+    done: dict = field(default_factory=dict)      # notebook -> (sanitized, executed, verdicts)
+    tests: dict = field(default_factory=dict)     # notebook -> [grade_id of its test cells]
+    expected: list = field(default_factory=list)  # the assignment's notebooks
     only: tuple = ()                              # test ids to run (`course check --only`)
 
     @property
     def ready(self) -> bool:
-        return all(task.notebook in self.results for task in self.tasks)
+        return all(task.notebook in self.done for task in self.tasks)
 
 
 class SandboxMissing(SystemExit):
@@ -411,12 +418,20 @@ def mode_line(sandbox: bool | None) -> str:
     return "WARNING: grading UNSANDBOXED (--no-sandbox): kernels run with your rights"
 
 
+BATCH = 64   # submissions per gradebook transaction
+
+
 def grade(course: Course, assignment: str | None = None, *, students=None, workers: int = 0,
           scheduler: str | None = None, sandbox: bool | None = None, limits: Limits = Limits(),
-          force: bool = False, progress: bool = True, only=()) -> Report:
-    """prepare -> execute -> finalize; each submission is written as soon as it is done.
+          force: bool = False, progress: bool = True, only=(), finalizers: int | None = None,
+          batch: int = BATCH) -> Report:
+    """prepare -> execute -> finalize; submissions reach the gradebook in batches as they end.
 
-    `only` (test ids) runs just those tests and scores the others 0 (`course check --only`).
+    Preparing and finalizing (nbgrader's preprocessors, the autograded notebooks) run in a
+    pool of `finalizers` trusted processes (default: one per 8 local workers, half this
+    machine's cores with a cluster, none when grading serially); this process only schedules
+    and writes the gradebook, one transaction per `batch` submissions. `only` (test ids) runs
+    just those tests and scores the others 0 (`course check --only`).
     """
     sandbox = require_sandbox(sandbox)
     workers = workers or os.cpu_count() or 1
@@ -424,37 +439,51 @@ def grade(course: Course, assignment: str | None = None, *, students=None, worke
     if force:
         shutil.rmtree(cache.root, ignore_errors=True)
     counts = {"cached": 0, "ran": 0}
-    with _private_files(course):
-        jobs = prepare(course, assignment, students, limits, sandbox, tuple(only))
-        overrides = manual_overrides(course, jobs)
-        writer = Finalizer(course)
+    serial = workers <= 1 and not scheduler
+    if finalizers is None:  # a finalizer keeps up with ~8 execution slots (bench/finalize.py)
+        cores = os.cpu_count() or 1
+        per_workers = min(cores, -(-workers // 8))
+        finalizers = 0 if serial else max(1, cores // 2 if scheduler else per_workers)
+    setup = Setup(course.root, course.db_url, limits, sandbox, tuple(only))
+    with _private_files(course), Trusted(course, setup, finalizers) as trusted:
+        specs = submissions(course, assignment, students)
+        overrides = manual_overrides(course, specs)
+        jobs = trusted.prepare(specs)
+        finishing = Finishing(course, trusted, batch)
         by_key = {task.key: job for job in jobs for task in job.tasks}
         for job in jobs:
-            if not job.tasks:
-                writer.finalize(job)
+            if job.ready:
+                finishing.add(job)
         tasks = [t for job in jobs for t in job.tasks]
         for result in run_tasks(tasks, cache, workers, scheduler, progress, counts):
             job = by_key[result.key]
             execute_done(job, result)
             if job.ready:
-                writer.finalize(job)
+                finishing.add(job)
+            finishing.collect()
+        finishing.close()
     return Report([job.outcome for job in jobs], counts["ran"], counts["cached"],
                   _override_warnings(overrides, counts.get("ran_keys", set())))
 
 
-def manual_overrides(course: Course, jobs) -> dict:
+def manual_overrides(course: Course, specs) -> dict:
     """{(student, assignment, notebook): [grade_id, ...]} with a TA's manual score in place."""
+    from nbgrader.api import (Assignment, BaseCell, Grade, Notebook, SubmittedAssignment,
+                              SubmittedNotebook)
+    wanted = set(specs)
     found = {}
     with course.gradebook() as gb:
-        for job in jobs:
-            try:
-                sub = gb.find_submission(job.assignment, job.student)
-            except Exception:  # noqa: BLE001 (MissingEntry: never graded before)
-                continue
-            for nb in sub.notebooks:
-                manual = [g.name for g in nb.grades if g.manual_score is not None]
-                if manual:
-                    found[(job.student, job.assignment, nb.name)] = manual
+        rows = gb.db.query(SubmittedAssignment.student_id, Assignment.name, Notebook.name,
+                           BaseCell.name).select_from(Grade) \
+            .join(SubmittedNotebook, SubmittedNotebook.id == Grade.notebook_id) \
+            .join(SubmittedAssignment, SubmittedAssignment.id == SubmittedNotebook.assignment_id) \
+            .join(Assignment, Assignment.id == SubmittedAssignment.assignment_id) \
+            .join(Notebook, Notebook.id == SubmittedNotebook.notebook_id) \
+            .join(BaseCell, BaseCell.id == Grade.cell_id) \
+            .filter(Grade.manual_score.isnot(None))
+        for student, a, notebook, gid in rows:
+            if (student, a) in wanted:
+                found.setdefault((student, a, notebook), []).append(gid)
     return found
 
 
@@ -465,65 +494,278 @@ def _override_warnings(overrides: dict, ran: set) -> list[str]:
             for (s, a, nb), gids in sorted(overrides.items()) if (s, a, nb) in ran]
 
 
-def prepare(course: Course, assignment, students, limits: Limits, sandbox: bool,
-            only=()) -> list[Job]:
-    """Stage, repair, sanitize and pack every submission; a broken one fails for itself only."""
-    stage = course.path(CACHE, "staging")
-    secret = course.secret()
-    jobs = []
-    with course.gradebook() as gb:
-        known = {a.name: a for a in gb.assignments}
-        for student, a in submissions(course, assignment, students):
-            job = Job(student, a, Outcome(student, a), only=only)
-            jobs.append(job)
-            if a not in known:
-                job.outcome.status = "skipped"
-                job.outcome.reasons.append(f"{a} is not in the gradebook: run `course release {a}`")
-                continue
-            if any(os.path.islink(course.path("submitted", *parts))
-                   for parts in ((student,), (student, a))):
-                job.outcome.status = "failed"
-                job.outcome.reasons.append(f"submitted/{student}/{a} is a link, not a folder: "
-                                           "not graded")
-                continue
-            try:
-                _prepare_job(course, gb, job, known[a], stage, secret, limits, sandbox)
-            except Exception as e:  # noqa: BLE001 (a crafted notebook must not stop the class)
-                job.tasks, job.outcome.status = [], "failed"
-                job.outcome.reasons.append(f"{student}/{a} could not be prepared for grading: "
-                                           f"{type(e).__name__}: {str(e)[:200]}")
-    return jobs
+# ---- the trusted side: prepare and build, in this process or a pool of finalizers ----------------
+
+@dataclass(frozen=True)
+class Setup:
+    """What a trusted process needs to prepare and finalize submissions (picklable)."""
+    root: str
+    db_url: str
+    limits: Limits
+    sandbox: bool
+    only: tuple = ()
 
 
-def _prepare_job(course, gb, job, known, stage, secret, limits, sandbox):
-    student, a = job.student, job.assignment
+class Station:
+    """One trusted process's tools: the course, its secret, nbgrader's preprocessors (sanitize
+    with one reused gradebook connection, autograde without database writes), the
+    assignments' definitions read once."""
+
+    def __init__(self, setup: Setup):
+        from course_lib.grading import finalize
+        from traitlets.utils.importstring import import_item
+        self.setup = setup
+        self.course = Course(setup.root, db_url=setup.db_url)
+        self.secret = self.course.secret()
+        self.stage = self.course.path(CACHE, "staging")
+        classes = [import_item(n) if isinstance(n, str) else n
+                   for n in self.course.config.Autograde.sanitize_preprocessors]
+        self.sanitizers = [cls(config=self.course.config, log=finalize.QUIET) for cls in classes]
+        self.reused = finalize.ReusedGradebooks(classes)
+        self.builder = finalize.Builder(self.course, self.stage)
+        self.assignments: dict = {}
+
+    def close(self):
+        self.reused.close()
+
+    def assignment(self, name: str):
+        """(expected cells per notebook, cell types, tests per notebook, files), or None."""
+        if name not in self.assignments:
+            with self.reused() as gradebook, gradebook(self.course.db_url,
+                                                      self.course.course_id) as gb:
+                self.assignments[name] = _definition(self.course, gb, name)
+        return self.assignments[name]
+
+    def prepare(self, student: str, assignment: str) -> Job:
+        return prepare_job(self, student, assignment)
+
+    def build(self, finished):
+        return self.builder.build(finished)
+
+
+def _definition(course, gb, name):
+    known = {a.name: a for a in gb.assignments}.get(name)
+    if known is None:
+        return None
     expected = {nb.name: {c.name for c in nb.source_cells} for nb in known.notebooks}
     cell_types = {c.name: c.cell_type for nb in known.notebooks for c in nb.source_cells}
-    job.outcome.reasons += stage_submission(course, student, a, stage, expected, cell_types)
-    files = course_files(course, a)
+    tests = {nb: test_cells(gb, nb, name) for nb in expected}
+    return expected, cell_types, tests, course_files(course, name)
+
+
+_STATION: Station | None = None   # a finalizer process's own
+
+
+def _start_station(setup: Setup) -> None:
+    global _STATION
+    _STATION = Station(setup)
+
+
+def _in_station(method: str, *args):
+    return getattr(_STATION, method)(*args)
+
+
+class Trusted:
+    """Prepare and build: in this process (`finalizers=0`) or in a pool of trusted processes
+    (forked from this one where that is safe, so nbgrader is not imported again)."""
+
+    def __init__(self, course: Course, setup: Setup, finalizers: int):
+        from nbgrader.api import Gradebook
+        Gradebook(course.db_url).close()  # nbgrader's default course row, made by the writer
+        self.setup, self.size = setup, finalizers
+        self.local = Station(setup) if finalizers == 0 else None
+        self.pool = None if finalizers == 0 else self._pool()
+
+    def _pool(self):
+        import threading
+        method = "fork" if ("fork" in multiprocessing.get_all_start_methods()
+                            and threading.active_count() == 1) else "spawn"
+        return cf.ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context(method),
+                                      initializer=_start_station, initargs=(self.setup,))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.local is not None:
+            self.local.close()
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def submit(self, method: str, *args) -> cf.Future:
+        if self.pool is None:
+            return _Now(getattr(self.local, method), *args).future()
+        try:
+            return self.pool.submit(_in_station, method, *args)
+        except cf.process.BrokenProcessPool:  # a finalizer died: a fresh pool for what follows
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = self._pool()
+            return self.pool.submit(_in_station, method, *args)
+
+    def prepare(self, specs) -> list[Job]:
+        futures = [self.submit("prepare", s, a) for s, a in specs]
+        jobs = []
+        for (student, a), future in zip(specs, futures):
+            try:
+                jobs.append(future.result())
+            except Exception as e:  # noqa: BLE001 (a finalizer that died: this submission only)
+                job = Job(student, a, Outcome(student, a, status="failed"))
+                job.outcome.reasons.append(f"{student}/{a} could not be prepared: "
+                                           f"{type(e).__name__}: {str(e)[:200]}")
+                jobs.append(job)
+        return jobs
+
+
+class Finishing:
+    """Submissions done executing: built by the trusted side, written in batches."""
+
+    def __init__(self, course: Course, trusted: Trusted, batch: int):
+        from course_lib.grading.finalize import GradebookWriter
+        self.trusted, self.batch_size = trusted, max(1, batch)
+        self.writer = GradebookWriter(course)
+        self.building: dict = {}    # future -> job
+        self.records: list = []
+        self.jobs: dict = {}        # (student, assignment) -> job, for the records in hand
+
+    def add(self, job: Job) -> None:
+        from course_lib.grading.finalize import Finished, Record
+        if job.outcome.status in ("skipped", "failed"):
+            job.done.clear()
+            return
+        if not job.done:
+            self._record(job, Record(job.student, job.assignment, kind="zero"))
+            return
+        finished = Finished(job.student, job.assignment, list(job.outcome.reasons),
+                            dict(job.done), job.expected)
+        job.done.clear()  # memory stays bounded by what is in flight, not what students print
+        self.building[self.trusted.submit("build", finished)] = job
+
+    def collect(self, wait: bool = False) -> None:
+        """Take the builds that are done (all of them with `wait`); write full batches."""
+        done = [f for f in self.building if f.done()] if not wait else list(self.building)
+        for future in done:
+            job = self.building.pop(future)
+            try:
+                record = future.result()
+            except Exception as e:  # noqa: BLE001 (a finalizer that died: this submission only)
+                job.outcome.status = "failed"
+                job.outcome.reasons.append(f"finalizing failed: {type(e).__name__}: "
+                                           f"{str(e)[:200]}")
+                continue
+            if record.kind == "failed":
+                job.outcome.status = "failed"
+                job.outcome.reasons.append(record.reason)
+                continue
+            self._record(job, record)
+        if len(self.records) >= self.batch_size or (wait and self.records):
+            self.flush()
+
+    def _record(self, job, record) -> None:
+        self.records.append(record)
+        self.jobs[(job.student, job.assignment)] = job
+        if len(self.records) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLAlchemy's notes are not for users
+            failed = self.writer.write(self.records)
+        for key, why in failed.items():
+            self.jobs[key].outcome.status = "failed"
+            self.jobs[key].outcome.reasons.append(why)
+        self.records, self.jobs = [], {}
+
+    def close(self) -> None:
+        while self.building:
+            cf.wait(list(self.building))
+            self.collect(wait=True)
+        if self.records:
+            self.flush()
+        self.writer.close()
+
+
+def prepare_job(station: Station, student: str, a: str) -> Job:
+    """Stage, repair, sanitize and pack one submission; a broken one fails for itself only."""
+    job = Job(student, a, Outcome(student, a), only=station.setup.only)
+    course = station.course
+    definition = station.assignment(a)
+    if definition is None:
+        job.outcome.status = "skipped"
+        job.outcome.reasons.append(f"{a} is not in the gradebook: run `course release {a}`")
+        return job
+    links = ((student,), (student, a))
+    if any(os.path.islink(course.path("submitted", *parts)) for parts in links):
+        job.outcome.status = "failed"
+        job.outcome.reasons.append(f"submitted/{student}/{a} is a link, not a folder: not graded")
+        return job
+    try:
+        _prepare_job(station, job, definition)
+    except Exception as e:  # noqa: BLE001 (a crafted notebook must not stop the class)
+        job.tasks, job.done, job.outcome.status = [], {}, "failed"
+        job.outcome.reasons.append(f"{student}/{a} could not be prepared for grading: "
+                                   f"{type(e).__name__}: {str(e)[:200]}")
+    return job
+
+
+def _prepare_job(station: Station, job: Job, definition) -> None:
+    course, setup = station.course, station.setup
+    student, a = job.student, job.assignment
+    expected, cell_types, tests_by_nb, files = definition
+    job.expected = sorted(expected)
+    job.outcome.reasons += stage_submission(course, student, a, station.stage, expected,
+                                            cell_types)
     for notebook in sorted(expected):
-        path = os.path.join(stage, student, a, f"{notebook}.ipynb")
-        tests = job.tests[notebook] = test_cells(gb, notebook, a)
+        path = os.path.join(station.stage, student, a, f"{notebook}.ipynb")
+        tests = tests_by_nb[notebook]
+        job.tests[notebook] = list(tests)
         if not os.path.exists(path):
-            _stand_in(course, job, notebook, path, tests)
+            _stand_in(station, job, notebook, path, tests)
             continue
-        nb = sanitize(course, nbformat.read(path, as_version=4), student, a, notebook)
-        nb_json = nbformat.writes(nb)
-        seeds = seeds_for(secret, student, a, tests, hashlib.sha256(nb_json.encode()).hexdigest())
-        job.tasks.append(Task(student, a, notebook, nb_json, files, seeds, limits, sandbox, tests,
-                              job.only))
+        nb_json = _sanitized(station, path, student, a, notebook)
+        seeds = seeds_for(station.secret, student, a, tests,
+                          hashlib.sha256(nb_json.encode()).hexdigest())
+        job.tasks.append(Task(student, a, notebook, nb_json, files, seeds, setup.limits,
+                              setup.sandbox, tests, job.only))
 
 
-def _stand_in(course: Course, job: Job, notebook: str, path: str, tests: dict) -> None:
+def _sanitized(station: Station, path: str, student, a, notebook) -> str:
+    with station.reused():
+        nb = sanitize(station.course, nbformat.read(path, as_version=4), student, a, notebook,
+                      station.sanitizers)
+    stable_cell_ids(nb)
+    return nbformat.writes(nb)
+
+
+def stable_cell_ids(nb) -> None:
+    """Every cell a unique id made from the notebook itself: nbformat would make up random ones
+    for cells without (a test cell put back) or with a repeated id, and the same submission
+    would then hash anew each run (new seeds, no cache hit)."""
+    if (nb.nbformat, nb.nbformat_minor) < (4, 5):
+        return
+    seen = set()
+    for index, cell in enumerate(nb.cells):
+        cid = cell.get("id")
+        if not isinstance(cid, str) or cid in seen:
+            base = f"{cid}|{cells.grade_id(cell)}|{index}|{cell.get('source', '')}"
+            cid = hashlib.sha256(base.encode()).hexdigest()[:12]
+            while cid in seen:
+                cid = hashlib.sha256(cid.encode()).hexdigest()[:12]
+            cell["id"] = cid
+        seen.add(cid)
+
+
+def _stand_in(station: Station, job: Job, notebook: str, path: str, tests: dict) -> None:
     """No gradable notebook: the released one stands in, every test at 0 with the reason, so
     the student gets a feedback page saying why, and the formgrader a graded submission."""
-    release = course.path("release", job.assignment, f"{notebook}.ipynb")
+    release = station.course.path("release", job.assignment, f"{notebook}.ipynb")
     if not os.path.exists(release):
-        return  # the submission still scores 0 (_record_zero), without a page
+        return  # the submission still scores 0 (a "zero" record), without a page
     shutil.copy(release, path)
     why = "no notebook of yours could be graded for this exercise (see the note at the top)"
-    job.results[notebook] = (nbformat.read(release, as_version=4),
-                             {gid: Verdict(False, why) for gid in tests})
+    with open(release, encoding="utf-8") as f:
+        executed = f.read()
+    sanitized = _sanitized(station, path, job.student, job.assignment, notebook)
+    job.done[notebook] = (sanitized, executed, {gid: Verdict(False, why) for gid in tests})
 
 
 def execute_done(job: Job, result: Result) -> None:
@@ -537,42 +779,8 @@ def execute_done(job: Job, result: Result) -> None:
     verdicts = {gid: result.verdicts.get(gid) or (skipped if job.only and gid not in job.only
                                                   else Verdict(False, "this test did not run"))
                 for gid in job.tests[notebook]}
-    job.results[notebook] = (nbformat.reads(result.nb_json, as_version=4), verdicts)
-
-
-class Finalizer:
-    """The one writer: nbgrader's Autograde converter, fed our executed notebooks and verdicts."""
-
-    def __init__(self, course: Course):
-        self.course = course
-        self.stage = course.path(CACHE, "staging")
-        extra = Config()
-        extra.Autograde.autograde_preprocessors = FINALIZE_PREPROCESSORS
-        extra.CourseDirectory.submitted_directory = self.stage
-        extra.Autograde.permissions = 400  # nbgrader reads it as octal: r-------- (hidden tests)
-        self.api = course.api(extra)
-
-    def finalize(self, job: Job) -> None:
-        outcome = job.outcome
-        if outcome.status in ("skipped", "failed"):
-            job.results.clear()
-            return
-        student, a = job.student, job.assignment
-        if not job.results:
-            _record_zero(self.course, student, a)
-            return
-        pp.InjectResults.results = {(student, a, nb): r for nb, r in job.results.items()}
-        pp.InjectResults.notes = {(student, a, nb): outcome.reasons for nb in job.results}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy notes are not for users
-                result = self.api.autograde(a, student, force=True, create=True)
-        finally:
-            pp.InjectResults.results, pp.InjectResults.notes = {}, {}
-            job.results.clear()  # memory stays bounded by the class, not by what students print
-        if not result["success"]:
-            outcome.status = "failed"
-            outcome.reasons.append(_last_error(result))
+    task = next(t for t in job.tasks if t.notebook == notebook)
+    job.done[notebook] = (task.nb_json, result.nb_json, verdicts)
 
 
 @contextlib.contextmanager
@@ -588,23 +796,6 @@ def _private_files(course: Course):
         yield
     finally:
         os.umask(old)
-
-
-def _record_zero(course: Course, student: str, assignment: str) -> None:
-    """No readable notebook at all: the submission exists in the gradebook and scores 0."""
-    with course.gradebook() as gb:
-        gb.update_or_create_student(student)
-        submission = gb.update_or_create_submission(assignment, student)
-        for notebook in submission.notebooks:
-            for grade in notebook.grades:
-                grade.auto_score = 0
-                grade.needs_manual_grade = False
-        gb.db.commit()
-
-
-def _last_error(result) -> str:
-    text = (result.get("error") or result.get("log") or "unknown error").strip().splitlines()
-    return text[-1][:300] if text else "unknown error"
 
 
 # ---- scores -----------------------------------------------------------------------------------
