@@ -15,6 +15,7 @@ from course_lib.grading import preprocessors as pp
 # the autograde preprocessors the one-at-a-time finalizer ran, with nbgrader's database writers
 CONVERTER_PREPROCESSORS = [
     "course_lib.grading.preprocessors.InjectResults",
+    "course_lib.grading.preprocessors.SanitizeStudentCells",  # what the kernel printed
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",

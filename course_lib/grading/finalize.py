@@ -35,8 +35,10 @@ from nbgrader.preprocessors import SaveAutoGrades
 QUIET = logging.getLogger("course_lib.grading.finalize")
 QUIET.setLevel(logging.ERROR)  # nbgrader's per-cell warnings are not for the instructor
 
-AUTOGRADE_PREPROCESSORS = [   # nbgrader's Autograde list: InjectResults for Execute, no DB writes
+AUTOGRADE_PREPROCESSORS = [   # nbgrader's Autograde list: InjectResults for Execute (its outputs
+    # sanitized, as SanitizeStudentCells follows Execute for plain nbgrader), no DB writes
     "course_lib.grading.preprocessors.InjectResults",
+    "course_lib.grading.preprocessors.SanitizeStudentCells",  # what the kernel printed
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
