@@ -70,10 +70,13 @@ def _collected(course, student):
     return "correct" if "2 * x" in open(path).read() else "wrong"
 
 
-NOW = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+def now():
+    """The time of the hand-in being made (a module-level constant goes stale under xdist)."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
 def test_a_forged_hand_in_is_refused_and_replaces_nothing(course):
+    NOW = now()
     _hand_in(course, VICTIM, VICTIM, NOW - datetime.timedelta(seconds=5))
     forged = _hand_in(course, VICTIM, THIEF, NOW, solution=WRONG)  # newer: it would win
     result = _collect(course)
@@ -85,6 +88,7 @@ def test_a_forged_hand_in_is_refused_and_replaces_nothing(course):
 
 
 def test_a_hand_in_from_the_future_is_refused(course):
+    NOW = now()
     _hand_in(course, THIEF, THIEF, NOW - datetime.timedelta(seconds=5))
     _hand_in(course, THIEF, THIEF, datetime.datetime(2099, 1, 1), solution=WRONG)
     out = "".join(_collect(course).stderr)
@@ -93,6 +97,7 @@ def test_a_hand_in_from_the_future_is_refused(course):
 
 
 def test_a_lone_forged_hand_in_collects_nothing(course):
+    NOW = now()
     _hand_in(course, VICTIM, THIEF, NOW, solution=WRONG)
     out = _collect(course).stderr
     assert f"Nothing collected for {VICTIM}" in out, out
@@ -100,6 +105,7 @@ def test_a_lone_forged_hand_in_collects_nothing(course):
 
 
 def test_links_backdating_and_edited_timestamps_are_refused(course, tmp_path):
+    NOW = now()
     secret = tmp_path / "solution.ipynb"
     secret.write_text("SOLUTION")
     linked = _hand_in(course, THIEF, THIEF, NOW, tag="a")
@@ -119,6 +125,7 @@ def test_links_backdating_and_edited_timestamps_are_refused(course, tmp_path):
 
 
 def test_an_honest_hand_in_is_collected(course):
+    NOW = now()
     folder = _hand_in(course, THIEF, THIEF, NOW)
     assert exchange.refusal(folder, THIEF, NOW) is None
     result = _collect(course)

@@ -337,8 +337,8 @@ class SanitizeMarkdown(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         for cell in nb.cells:
             if cell.cell_type == "markdown":
-                cell.source = sanitized_html(cell.source)
-                cell.pop("attachments", None)
+                cell.source = sanitized_html(cell.source, cell.get("attachments"))
+                cell.pop("attachments", None)  # the images are in the HTML now
         resources["course_sanitized"] = True  # the template then shows markdown cells as is
         return nb, resources
 
