@@ -362,9 +362,10 @@ def test_nothing_of_the_tests_reaches_a_kernel_output(graded):
         assert SECRET not in text, name
         for line in hidden_lines:
             assert line not in text, (name, line)
-    # the attack ran: it raised what it gathered (or ran out of memory gathering it)
+    # the attack ran: it raised what it gathered, or ran out of memory or time gathering it
     ran = _outputs(graded["course"].path("autograded", "leak_everything", "tiny", "tiny.ipynb"))
-    assert "your code raised RuntimeError" in ran or "your code raised MemoryError" in ran, ran
+    assert any(end in ran for end in ("your code raised RuntimeError", "your code raised "
+                                      "MemoryError", "did not return within")), ran
 
 
 @pytest.mark.parametrize("kind", sorted(GARBAGE))

@@ -29,7 +29,7 @@ def sh(cwd, *cmd, **kwargs):
 
 @pytest.mark.parametrize("target", ["demo", "test"])
 def test_both_commands_install_the_system_packages_first(clone, target):
-    plan = sh(clone, "make", "-n", target).stdout.splitlines()
+    plan = sh(clone, "make", "--no-print-directory", "-n", target).stdout.splitlines()
     steps = [i for i, line in enumerate(plan) if ".ci/system-packages" in line]
     venv = [i for i, line in enumerate(plan) if "-m venv" in line]
     assert steps and venv and steps[0] < venv[0], plan
