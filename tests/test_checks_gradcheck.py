@@ -110,3 +110,19 @@ def test_a_tuple_instead_of_a_dict_is_told():
     inputs = {"X": np.ones((2, 3)), "W": np.ones((3, 1)), "b": np.ones(1)}
     text = message(G.check_loss_grads, as_tuple, G.RIDGE, inputs)
     assert text.startswith("ridge_grads must return a dict") and "tuple" in text
+
+
+def test_notebook_02_test_cells_are_short_lists_of_cases():
+    """Every test cell <= 25 lines; no hidden line (>= 25 characters, imports aside) repeats
+    a visible line of the notebook: the checking code lives in gradcheck, written once."""
+    from harness import is_test, read, source_path
+    cells = [c.source for c in read(source_path("02_manual_backprop")).cells if is_test(c)]
+    assert len(cells) == 11 and all(len(c.splitlines()) <= 25 for c in cells)
+    hidden_parts = [c.partition("### BEGIN HIDDEN TESTS")[2].partition("### END HIDDEN TESTS")[0]
+                    for c in cells]
+    visible = {line.strip() for c, h in zip(cells, hidden_parts)
+               for line in c.replace(h, "").splitlines()}
+    repeated = [line.strip() for h in hidden_parts for line in h.splitlines()
+                if len(line.strip()) >= 25 and line.strip() in visible
+                and not line.strip().startswith(("import ", "from "))]
+    assert repeated == []
