@@ -216,9 +216,9 @@ def check_activation_grad(t, grad_fn, activation, x, *, explicit=False):
     """grad_fn(x) must be torch.<activation>'s derivative at x, shape and values, x unchanged.
     At large |x| a wrong value is told as overflow, not with the exercise's hint."""
     x = np.asarray(x, dtype=np.float64)
-    large = _at(x) != "result"
-    t.check_values(grad_fn, torch_derivative(activation), (x,), what=_at(x),
-                   hint=None if large else _text(ACTIVATION_HINTS[activation], explicit))
+    what = _at(x)
+    hint = _text(ACTIVATION_HINTS[activation], explicit) if what == "result" else None
+    t.check_values(grad_fn, torch_derivative(activation), (x,), what=what, hint=hint)
 
 
 # ---- Exercise 5: the Jacobian J_f (sympy) ------------------------------------------------------
