@@ -290,6 +290,15 @@ def check_tensors(t, Tensor, f, torch_f, inputs, *, text, objects=(), hint=None,
                  hint=hints.get(name) or hint, context=context, rtol=rtol, atol=atol)
 
 
+UNARY_OPS = ("exp", "log", "relu", "sigmoid", "tanh")
+
+
+def check_unary_ops(t, Tensor, shape, ops=UNARY_OPS, **kwargs):
+    """`check_op` for each of `ops` (default: step (b)'s functions) on one input of `shape`."""
+    for op in ops:
+        check_op(t, Tensor, op, (shape,), **kwargs)
+
+
 def check_op(t, Tensor, op, shapes=None, *, kinds=None, scale=1.0, domains=None, **params):
     """One op of `OPS` on inputs of `shapes` (one per input) of `kinds` (default: Tensors).
 
@@ -398,10 +407,12 @@ def check_requires_grad(t, Tensor):
                              "grad exactly when at least one of its inputs does.")
 
 
-def check_leaf_rule(t, Tensor):
-    """torch's rule: after backward() only leaves that require grad hold a .grad."""
-    x, y, z = t.randn(2, 3), t.randn(2, 3), t.randn(3)
-    g = t.cotangent((2, 3))
+def check_leaf_rule(t, Tensor, shape=(2, 3)):
+    """torch's rule: after backward() only leaves that require grad hold a .grad (a and b of
+    `shape`, c of shape[1:], broadcast over the first axis)."""
+    shape = tuple(shape)
+    x, y, z = t.randn(*shape), t.randn(*shape), t.randn(*shape[1:])
+    g = t.cotangent(shape)
 
     def body():
         a, b = Tensor(x.copy(), requires_grad=True), Tensor(y.copy())
@@ -413,7 +424,8 @@ def check_leaf_rule(t, Tensor):
                 "h": _copy(h.grad), "out": _copy(out.grad)}
 
     label = ("leaves and intermediates: a, c = Tensor(..., requires_grad=True), b = Tensor(...), "
-             "h = a * b, out = h + c, out.backward(g)")
+             f"h = a * b, out = h + c, out.backward(g), with a and b of shape {shape} and c of "
+             f"shape {shape[1:]}")
     got = t.run(lambda: _attempt(body), Tensor, label=label)
     _check_error(label, got)
     for name in ("a", "c"):
@@ -512,9 +524,11 @@ def check_accumulation(t, Tensor, shape_x=(2, 3), shape_z=(2, 3)):
                      context={"x": x, "z": z})
 
 
-def check_default_backward(t, Tensor):
-    """backward() without an argument: 1 for a single-element output, an error otherwise."""
-    x, u, v = t.randn(), t.randn(1, 1), t.randn(2, 3)
+def check_default_backward(t, Tensor, single=(1, 1), shape=(2, 3), wrong_shape=(3, 2)):
+    """backward() without an argument: 1 for a single-element output (x of shape (), u of
+    `single`), an error otherwise (v of `shape`); backward(np.ones(wrong_shape)) raises too."""
+    single, shape, wrong_shape = tuple(single), tuple(shape), tuple(wrong_shape)
+    x, u, v = t.randn(), t.randn(*single), t.randn(*shape)
     c = float(t.uniform(0.5, 2.0))
 
     def body():
@@ -524,7 +538,8 @@ def check_default_backward(t, Tensor):
         (ut * c).backward()
         vt = Tensor(v.copy(), requires_grad=True)
         raised = []
-        for call in (lambda: (vt * c).backward(), lambda: (vt * c).backward(np.ones((3, 2)))):
+        for call in (lambda: (vt * c).backward(),
+                     lambda: (vt * c).backward(np.ones(wrong_shape))):
             try:
                 call()
                 raised.append(False)
@@ -541,18 +556,18 @@ def check_default_backward(t, Tensor):
            "the output's shape) when the output has a single element."
     for key, expected, what in (("scalar", 2 * x + 1, "x.grad for (x * x + x).backward(), x of "
                                  "shape ()"),
-                                ("one", np.full((1, 1), c), f"u.grad for (u * {c:.4g}).backward(), "
-                                 "u of shape (1, 1)")):
+                                ("one", np.full(single, c), f"u.grad for (u * {c:.4g}).backward(), "
+                                 f"u of shape {single}")):
         if got[key] is None:
             raise GradeError(f"{label}: {what} is None. {hint}")
         _compare(got[key], expected, f"{label}: {what}", hint=hint)
     if got["raised"] is not True:
-        raise GradeError(f"{label}: (v * c).backward() with v of shape (2, 3) must raise an "
+        raise GradeError(f"{label}: (v * c).backward() with v of shape {shape} must raise an "
                          "error (which upstream gradient would it start from?); only a "
                          "single-element output has a natural default of 1.")
     if got["shape_raised"] is not True:
-        raise GradeError(f"{label}: (v * c).backward(np.ones((3, 2))) with v of shape (2, 3) "
-                         "must raise an error: the gradient given to backward() has the "
+        raise GradeError(f"{label}: (v * c).backward(np.ones({wrong_shape})) with v of shape "
+                         f"{shape} must raise an error: the gradient given to backward() has the "
                          "output's shape, and a wrong one would spread silently (by "
                          "broadcasting) into wrong gradients everywhere.")
 
@@ -560,12 +575,13 @@ def check_default_backward(t, Tensor):
 DIAMOND = "x -> u = x * a, v = x * b -> out = u + v"
 
 
-def check_topological_order(t, Tensor):
+def check_topological_order(t, Tensor, shape=(2,)):
     """`out._topological_order()` on the smallest graph where an order can go wrong, a diamond
     (x feeds u and v, both feed out): every node after its parents; then out.backward(g)."""
-    x, g = t.randn(2), t.cotangent((2,))
+    shape = tuple(shape)
+    x, g = t.randn(*shape), t.cotangent(shape)
     a, b = (float(t.uniform(0.5, 2.0)) for _ in range(2))
-    label = f"the diamond {DIAMOND} (x of shape (2,), a = {a:.4g}, b = {b:.4g})"
+    label = f"the diamond {DIAMOND} (x of shape {shape}, a = {a:.4g}, b = {b:.4g})"
     got = t.run(lambda: _attempt(lambda: student_side(diamond, Tensor, x, g, a, b)), Tensor,
                 label=label)
     _check_error(label, got)

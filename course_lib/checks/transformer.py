@@ -1,5 +1,17 @@
-"""Checks for notebook 05: a learner's transformer block and a training run, against the torch
-twin in `course_lib.transformer`. Student code is reached only through `t.run`, with data."""
+"""Checks for notebook 05: its layers (softmax, layer norm, embedding, attention), a learner's
+transformer block and a training run, against torch (the block: the torch twin in
+`course_lib.transformer`). Student code is reached only through `t.run`, with data.
+
+A test cell names its cases; hidden cells add cases of the same calls, with `explicit=True`
+for the hints that give the formula (a visible test names the idea only):
+
+    from course_lib.checks import suite
+    from course_lib.checks import transformer as TC
+
+    with suite("test_softmax") as t:
+        TC.check_softmax(t, softmax, t.randn(4, 5, scale=2.0))
+        TC.check_softmax(t, softmax, t.randn(3, 4), axis=0)
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +19,169 @@ import numpy as np
 from course_lib import transformer
 from course_lib.checks.core import GradeError, assert_close, assert_unchanged
 from course_lib.data import char_encoding, load_text
+
+# ---- the layers: one vjp check each, with the hints of its typical mistakes ---------------------
+
+SOFTMAX_OUT = ("y = exp(x - max) / sum(exp(x - max)) along `axis`, with keepdims=True so the max "
+               "and the sum broadcast back; subtracting the max along the axis keeps exp from "
+               "overflowing for entries of magnitude 1000.")
+ATTENTION_MASK = ("When causal, set the scores above the diagonal (j > i) to -inf BEFORE the "
+                  "softmax; multiplying them by 0 is no mask (exp(0) = 1).")
+# {layer: {argument: hint}}: what a visible test says (the idea, no formula)...
+HINTS = {
+    "softmax": {
+        "out": SOFTMAX_OUT,
+        "x": "the softmax Jacobian is diag(y) - y y^T: besides g * y there is a subtracted "
+             "term, one sum per slice along the axis (the same axis as the forward pass, "
+             "keepdims=True).",
+    },
+    "layer_norm": {
+        "out": "normalise over the last axis with the BIASED variance, the mean of "
+               "(x - mean)**2 (divide by D, not D - 1), computed in two passes (the mean first; "
+               "mean(x**2) - mean**2 loses most digits when |x| is large), eps inside the "
+               "square root, then gamma * xhat + beta.",
+        "x": "x reaches the output three ways: directly through xhat, through the mean and "
+             "through the variance; the last two each give a subtracted term (means over the "
+             "last axis, keepdims=True).",
+        "gamma": "ggamma has shape (D,): gamma scales xhat in every row, so its gradient sums "
+                 "over every leading axis (all but the last).",
+        "beta": "gbeta has shape (D,): beta is broadcast over every leading axis, so its "
+                "gradient sums over them (all but the last).",
+    },
+    "embedding": {
+        "out": "out = table[ids], of shape ids.shape + (D,).",
+        "table": "gtable starts as zeros (V, D) and every position adds its gradient to its "
+                 "id's row; an id used several times gets the SUM. Fancy-index assignment "
+                 "(gtable[ids] = g, or += g) keeps one write per repeated id and loses the "
+                 "others: numpy has an unbuffered add for this.",
+    },
+    "attention": {
+        "out": "the scores compare q with k, scaled by 1/sqrt(d) (d: the last axis of q), a "
+               "softmax over the keys, then the weights times v; transpose only the last two "
+               "axes of a batched k (a plain transpose reverses ALL axes). " + ATTENTION_MASK,
+        "q": "gq goes back through the softmax of the MASKED scores and through the 1/sqrt(d) "
+             "scale of the forward pass (it scales the backward pass too); P is 0 above the "
+             "diagonal, so no gradient reaches a masked position.",
+        "k": "gk uses the same score gradient as gq, 1/sqrt(d) included, with its last two "
+             "axes swapped; a plain transpose reverses every axis of a batched array.",
+        "v": "gv has v's shape: which product of the attention weights P (..., Tq, Tk) and g "
+             "(..., Tq, dv) gives it? Swap only the last two axes of P.",
+    },
+}
+# ... and what a hidden one says instead (read on the feedback page): the formula too.
+EXPLICIT_HINTS = {
+    "softmax": {
+        "x": "gx = y * (g - (g * y).sum(axis=axis, keepdims=True)): the softmax Jacobian is "
+             "diag(y) - y y^T, so besides g * y there is a subtracted term, one sum per slice "
+             "along the axis (the same axis as the forward pass).",
+    },
+    "layer_norm": {
+        "out": "normalise over the last axis with the BIASED variance, the mean of "
+               "(x - mean)**2 (divide by D, not D - 1: np.var's default ddof=0), computed in "
+               "two passes (the mean first; mean(x**2) - mean**2 loses most digits when |x| is "
+               "large), eps inside the square root, then gamma * xhat + beta.",
+        "x": "gx = (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)) / sqrt(var + eps) with "
+             "gxhat = g * gamma and means over the last axis (keepdims=True): x reaches the "
+             "output through the mean and through the variance too, and each gives a "
+             "subtracted term.",
+        "gamma": "ggamma = (g * xhat) summed over every leading axis (all but the last), "
+                 "shape (D,).",
+        "beta": "gbeta = g summed over every leading axis (all but the last), shape (D,).",
+    },
+    "embedding": {
+        "table": "gtable starts as zeros (V, D) and the row of every id receives the gradient "
+                 "of each position that used it; an id used several times gets the SUM: "
+                 "np.add.at(gtable, ids, g). Fancy-index assignment (gtable[ids] = g, or += g) "
+                 "keeps one write per repeated id and loses the others.",
+    },
+    "attention": {
+        "out": "out = softmax(q @ kT / sqrt(d)) @ v with d = q.shape[-1] and kT = "
+               "np.swapaxes(k, -1, -2) (k.T reverses ALL axes of a batched array). "
+               + ATTENTION_MASK,
+        "q": "gq = gS @ k with gS = softmax_vjp(g @ vT) / sqrt(d): the 1/sqrt(d) of the "
+             "forward pass multiplies the backward pass too, and softmax_vjp is the vjp of the "
+             "softmax of the MASKED scores (P = 0 above the diagonal, so no gradient reaches a "
+             "masked position).",
+        "k": "gk = gST @ q (gS with its last two axes swapped), with the same gS as gq, "
+             "1/sqrt(d) included; gS @ q or a plain .T transposes the wrong thing.",
+        "v": "gv = PT @ g with P the attention weights (the softmax of the masked scores) and "
+             "PT = np.swapaxes(P, -1, -2).",
+    },
+}
+
+
+def hints_for(layer, explicit=False):
+    """{argument: hint} for a layer's check: the visible wording, or the formula too."""
+    return {**HINTS[layer], **(EXPLICIT_HINTS[layer] if explicit else {})}
+
+
+def torch_softmax(x, axis=-1):
+    """The reference softmax (torch, float64)."""
+    import torch
+    return torch.softmax(x, dim=int(axis))
+
+
+def torch_layer_norm(x, gamma, beta):
+    """The reference layer norm over the last axis (torch's eps, as the notebook's)."""
+    import torch
+    return torch.nn.functional.layer_norm(x, (x.shape[-1],), gamma, beta, transformer.EPS)
+
+
+def torch_embedding(ids, table):
+    """The reference embedding: rows of the table."""
+    return table[ids]
+
+
+def torch_attention(q, k, v, causal=False):
+    """The reference scaled dot-product attention, masked above the diagonal when causal."""
+    import torch
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if bool(causal):
+        above = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)
+        scores = scores.masked_fill(above, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def check_softmax(t, softmax, x, axis=None, *, explicit=False):
+    """`softmax(x, axis) -> (y, vjp)` against torch; without `axis` its default (the last)."""
+    __tracebackhide__ = True  # IPython: show the student's code, not ours
+    inputs = {"x": x} if axis is None else {"x": x, "axis": axis}
+    t.check_vjp(softmax, torch_softmax, inputs, grads=["x"],
+                hints=hints_for("softmax", explicit))
+
+
+def check_layer_norm(t, layer_norm, x, gamma, beta, *, explicit=False):
+    """`layer_norm(x, gamma, beta) -> (y, vjp)` against torch, all three gradients."""
+    __tracebackhide__ = True  # IPython: show the student's code, not ours
+    t.check_vjp(layer_norm, torch_layer_norm, {"x": x, "gamma": gamma, "beta": beta},
+                hints=hints_for("layer_norm", explicit))
+
+
+def check_embedding(t, embedding, ids, table, *, explicit=False):
+    """`embedding(ids, table) -> (out, vjp)` against torch; the vjp gives gtable only."""
+    __tracebackhide__ = True  # IPython: show the student's code, not ours
+    t.check_vjp(embedding, torch_embedding, {"ids": ids, "table": table}, grads=["table"],
+                hints=hints_for("embedding", explicit))
+
+
+def check_attention(t, attention, q, k, v, causal=None, *, explicit=False):
+    """`attention(q, k, v, causal) -> (out, vjp)` against torch; without `causal` its default
+    (no mask)."""
+    __tracebackhide__ = True  # IPython: show the student's code, not ours
+    inputs = {"q": q, "k": k, "v": v}
+    if causal is not None:
+        inputs["causal"] = causal
+    t.check_vjp(attention, torch_attention, inputs, grads=["q", "k", "v"],
+                hints=hints_for("attention", explicit))
+
+
+def random_ids(t, batch, length, vocab):
+    """`(ids, targets)`, two (batch, length) int64 arrays of ids below `vocab`."""
+    ids = t.labels(batch * length, vocab).reshape(batch, length)
+    return ids, t.labels(batch * length, vocab).reshape(batch, length)
+
+
+# ---- the block and its training ----------------------------------------------------------------
 
 # Where each gradient comes from, for the message of the first wrong one (backward order).
 BLOCK_HINTS = {
