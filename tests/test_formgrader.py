@@ -130,4 +130,13 @@ def test_a_manual_score_and_comment_reach_grades_and_feedback(course, formgrader
         rows = [r for r in csv.DictReader(f) if r["student"] == "bea"]
     assert sum(float(r["score"]) for r in rows) == 0.5, rows
     with open(course.path("feedback", "bea", "tiny", "tiny.html")) as f:
-        assert "Check the factor of two." in f.read()
+        text = f.read()
+    assert "Check the factor of two." in text
+    assert "manual: 0.5/1.0, by the grader (the tests gave 0.0)" in text
+    # the grading view, opened again, says the same: the box holds the override
+    page.goto(f"{base}/formgrader/submissions/{_submission_id(course, 'bea')}")
+    box = page.locator("#test_square_grad")
+    page.wait_for_function("() => document.querySelector('#test_square_grad').value !== ''")
+    assert box.input_value() == "0.5"
+    assert box.locator("xpath=..").locator(".course-tests").inner_text() == (
+        "(the tests gave 0.0/1.0; a score in the box overrides it)")
