@@ -53,11 +53,18 @@ def _table(course, args, assignment=None):
                               verbose=getattr(args, "verbose", False))
 
 
-def _assignments(course, assignment):
+def _assignments(course, assignment, released=False):
+    """[assignment] checked to be in source/ (and with `released`, in the gradebook: verbs
+    that read or write its gradebook record); None: every assignment in source/."""
     if assignment is None:
         return course.assignments()
     if assignment not in course.assignments():
         raise SystemExit(f"unknown assignment {assignment!r}; known: {', '.join(course.assignments())}")
+    if released:
+        from course_lib.grading.report import released as handed_out
+        if assignment not in handed_out(course):
+            raise SystemExit(f"{assignment} is not released yet (it is in source/ but not in the "
+                             f"gradebook): run `course release {assignment}` first")
     return [assignment]
 
 
@@ -78,7 +85,7 @@ def cmd_grade(args):
     from course_lib.grading.sandbox import Limits
     course = _course(args)
     if args.assignment:
-        _assignments(course, args.assignment)
+        _assignments(course, args.assignment, released=True)
     students = _students(course, args)
     limits = Limits(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                     memory_bytes=args.memory << 20)
@@ -137,7 +144,7 @@ def cmd_feedback(args):
     from course_lib.grading import feedback
     course = _course(args)
     if args.assignment:
-        _assignments(course, args.assignment)
+        _assignments(course, args.assignment, released=True)
     written = feedback.generate(course, args.assignment, students=_students(course, args))
     print(f"wrote {len(written)} feedback page(s) under feedback/")
 
@@ -154,7 +161,7 @@ def cmd_export(args):
 def cmd_due(args):
     from course_lib.grading import late
     course = _course(args)
-    (a,) = _assignments(course, args.assignment)
+    (a,) = _assignments(course, args.assignment, released=True)
     if args.clear or args.when:
         late.set_due(course, a, None if args.clear else args.when)
     when = late.due(course, a)
@@ -167,11 +174,15 @@ def cmd_due(args):
 def cmd_extend(args):
     from course_lib.grading import late
     course = _course(args)
-    (a,) = _assignments(course, args.assignment)
+    (a,) = _assignments(course, args.assignment, released=True)
+    new = args.student_id not in course.students()
     late.extend(course, args.student_id, a, days=args.days, hours=args.hours)
     print(f"{args.student_id}/{a}: " + (f"extension of {args.days:g} day(s) {args.hours:g} "
                                         "hour(s)" if args.days or args.hours else "no extension")
           + "; it counts from the next `course grade`")
+    if new:  # an extension before the first hand-in is fine; a misspelt id is not
+        print(f"  note: {args.student_id!r} is new to the course (not in the gradebook, no "
+              f"submitted/{args.student_id}): added; check the spelling")
 
 
 @verb("secret", "say where the grading secret is and how old (never print it); --rotate: a new one")

@@ -1,4 +1,5 @@
 """Debian's Chromium under Playwright, headless and off the network: shared by the browser tests."""
+import contextlib
 import os
 
 import pytest
@@ -19,3 +20,18 @@ def sync_api():
 
 def launch(pw):
     return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@contextlib.contextmanager
+def page(url: str):
+    """A 1400x1000 page on `url` (30 s per action), in a Chromium closed afterwards."""
+    api = sync_api()
+    with api.sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+            tab.set_default_timeout(30_000)
+            tab.goto(url)
+            yield tab
+        finally:
+            browser.close()

@@ -4,14 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
-from test_rules import CASES, FEW, PRIMITIVE_OPS, differentiable, normal, rngs, torch_grads
 
 from course_lib import guard
 from course_lib.data import wiggly_regression
 from course_lib.engine import (MLP, Linear, Tensor, apply, cross_entropy, log_softmax, sgd_step,
                                softmax)
+from strategies import differentiable, draw_case, every_primitive, normal, torch_grads
 
 
 def compare(engine_fn, torch_fn, *arrays, seed=0, rtol=1e-10, atol=1e-12):
@@ -41,15 +39,13 @@ def arrays(*shapes, seed=0, low=None):
 
 # ---------------------------------------------------------------- every primitive, via the engine
 
-@pytest.mark.parametrize("op", PRIMITIVE_OPS)
-@FEW
-@given(data=st.data())
+@every_primitive
 def test_engine_differentiates_every_primitive_like_torch(op, data):
-    inputs, params = data.draw(CASES[op])
+    inputs, params, _, rng = draw_case(data, op)
     wanted = differentiable(op, inputs)
     tensors = [Tensor(x, requires_grad=True) if i in wanted else x for i, x in enumerate(inputs)]
     out = apply(op, *tensors, **params)
-    g = normal(data.draw(rngs()), out.shape)
+    g = normal(rng, out.shape)
     out.backward(g)
     expected_out, expected_grads = torch_grads(op, inputs, params, g)
     np.testing.assert_allclose(out.data, expected_out, rtol=1e-12, atol=1e-12)

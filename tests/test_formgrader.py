@@ -5,10 +5,8 @@ grades.csv and the feedback page. autograded/ holds no payload either."""
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
-import uuid
 
 import nbformat
 import pytest
@@ -18,8 +16,8 @@ import formgrader_payloads as payloads
 from course_lib.grading import pipeline
 from course_lib.grading.preprocessors import SanitizeStudentCells
 from course_lib.grading.sandbox import bwrap_available
-from course_lib.hub.server import wait_http
 from harness import CORRECT, WRONG, make_tiny_course, submission, submit
+from jupyterlab import jupyter
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")]
@@ -71,47 +69,18 @@ def test_sanitizing_removes_hostile_outputs_and_counts():
     assert not [w for w in DANGEROUS if w in text]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def formgrader(course, tmp_path_factory):
     """A Jupyter server with nbgrader's formgrader, run in the course folder: (url, token)."""
-    port, token = _free_port(), uuid.uuid4().hex
-    runtime = tmp_path_factory.mktemp("runtime")
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime),
-               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
-    log = open(runtime / "server.log", "wb")
-    proc = subprocess.Popen(
-        [os.path.join(VENV_BIN, "jupyter"), "server", "--no-browser", "--ip=127.0.0.1",
-         f"--port={port}", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={course.root}", "--allow-root"],
-        cwd=course.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", proc, "jupyter server")
-        yield f"http://127.0.0.1:{port}", token
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    with jupyter("server", course.root, str(tmp_path_factory.mktemp("server"))) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def page(formgrader):
-    sync_api = chromium.sync_api()
     base, token = formgrader
-    with sync_api.sync_playwright() as pw:
-        browser = chromium.launch(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30_000)
-            page.goto(f"{base}/formgrader?token={token}")  # logs in (cookie)
-            yield page
-        finally:
-            browser.close()
+    with chromium.page(f"{base}/formgrader?token={token}") as page:  # logs in (cookie)
+        yield page
 
 
 def _submission_id(course, student):
@@ -161,4 +130,13 @@ def test_a_manual_score_and_comment_reach_grades_and_feedback(course, formgrader
         rows = [r for r in csv.DictReader(f) if r["student"] == "bea"]
     assert sum(float(r["score"]) for r in rows) == 0.5, rows
     with open(course.path("feedback", "bea", "tiny", "tiny.html")) as f:
-        assert "Check the factor of two." in f.read()
+        text = f.read()
+    assert "Check the factor of two." in text
+    assert "manual: 0.5/1.0, by the grader (the tests gave 0.0)" in text
+    # the grading view, opened again, says the same: the box holds the override
+    page.goto(f"{base}/formgrader/submissions/{_submission_id(course, 'bea')}")
+    box = page.locator("#test_square_grad")
+    page.wait_for_function("() => document.querySelector('#test_square_grad').value !== ''")
+    assert box.input_value() == "0.5"
+    assert box.locator("xpath=..").locator(".course-tests").inner_text() == (
+        "(the tests gave 0.0/1.0; a score in the box overrides it)")

@@ -2,140 +2,19 @@
 rule table notebook 04 shows its learners.
 
 The tests are parametrized over the table itself: add a primitive and it is tested here with
-the inputs its domain asks for (or a strategy of its own in SPECIAL) and its torch twin.
+the inputs its domain asks for (or a strategy of its own in tests/strategies.py: SPECIAL) and
+its torch twin.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
 from course_lib.rules import OPS, PRIMITIVES, RULES, get_rule, unbroadcast
-
-FEW = settings(max_examples=25, deadline=None)
-
-
-# ---------------------------------------------------------------- strategies
-
-@st.composite
-def shapes(draw, min_dims=0, max_dims=3, max_side=3):
-    """A shape of 0 to 3 axes (so `()` too), sides 1 to 3 (so size-1 axes too)."""
-    return tuple(draw(st.lists(st.integers(1, max_side), min_size=min_dims, max_size=max_dims)))
-
-
-@st.composite
-def broadcastable_shapes(draw):
-    """Two shapes numpy broadcasts together, including `()`, missing leading axes and 1s."""
-    full = draw(shapes())
-
-    def operand():
-        ndim = draw(st.integers(0, len(full)))  # keep only the trailing `ndim` axes ...
-        kept = full[len(full) - ndim:]
-        return tuple(1 if draw(st.booleans()) else n for n in kept)  # ... some shrunk to 1
-
-    return operand(), operand()
-
-
-@st.composite
-def rngs(draw):
-    return np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-
-
-def normal(rng, shape):
-    return np.asarray(rng.standard_normal(shape))
-
-
-def positive(rng, shape):
-    """Inside the domain of log and of x**p for any real p."""
-    return np.asarray(rng.uniform(0.5, 2.0, shape))
-
-
-def away_from_zero(rng, shape):
-    """|x| >= 0.1: keeps relu's kink out of reach of finite differences."""
-    return np.asarray(rng.choice([-1.0, 1.0], shape) * rng.uniform(0.1, 2.0, shape))
-
-
-@st.composite
-def unary(draw, values=normal):
-    return (values(draw(rngs()), draw(shapes())),), {}
-
-
-@st.composite
-def binary(draw):
-    x_shape, y_shape = draw(broadcastable_shapes())
-    rng = draw(rngs())
-    return (normal(rng, x_shape), normal(rng, y_shape)), {}
-
-
-@st.composite
-def pow_case(draw):
-    exponent = draw(st.sampled_from([2, 3, -1, 0.5, 1.5, -2.5]))
-    return (positive(draw(rngs()), draw(shapes())), exponent), {}
-
-
-@st.composite
-def matmul_case(draw):
-    n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
-    rng = draw(rngs())
-    return (normal(rng, (n, k)), normal(rng, (k, m))), {}
-
-
-@st.composite
-def sum_case(draw):
-    shape = draw(shapes())
-    ndim = len(shape)
-    axis_choices = [st.none()]
-    if ndim:
-        one_axis = st.integers(-ndim, ndim - 1)
-        some_axes = st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True)
-        axis_choices += [one_axis, some_axes.map(tuple)]
-    axis = draw(st.one_of(axis_choices))
-    return (normal(draw(rngs()), shape),), {"axis": axis, "keepdims": draw(st.booleans())}
-
-
-@st.composite
-def reshape_case(draw):
-    shape = draw(shapes())
-    new_shape = draw(st.sampled_from([(-1,), shape[::-1], shape + (1,), (1,) + shape]))
-    return (normal(draw(rngs()), shape),), {"shape": new_shape}
-
-
-# The primitives whose inputs are more than arrays of one domain: (inputs, params).
-SPECIAL = {"pow": pow_case(), "matmul": matmul_case(), "sum": sum_case(),
-           "reshape": reshape_case()}
-VALUES = {None: normal, "positive": positive, "away": away_from_zero}
-
-
-def case(op):
-    """The strategy for primitive `op`: its own, or inputs of the shapes and domain it takes."""
-    row = OPS[op]
-    if op in SPECIAL:
-        return SPECIAL[op]
-    assert set(row.domain) <= {0} and len(row.inputs) in (1, 2), f"give {op} a SPECIAL case"
-    return binary() if len(row.inputs) == 2 else unary(VALUES[row.domain.get(0)])
-
-
-# One strategy per primitive, and the same ops in torch, called the same way.
-CASES = {op: case(op) for op in PRIMITIVES}
-TORCH = {op: OPS[op].twin for op in PRIMITIVES}
-PRIMITIVE_OPS = sorted(PRIMITIVES)
-
-
-def differentiable(op, inputs):
-    """Indices of the inputs the table has a rule for."""
-    return [i for i in range(len(inputs)) if (op, i) in RULES]
-
-
-def torch_grads(op, inputs, params, g):
-    """Forward and vector-Jacobian product (with cotangent g) by torch autograd, float64."""
-    leaves = [torch.tensor(x, dtype=torch.float64, requires_grad=True)
-              if isinstance(x, np.ndarray) else x for x in inputs]
-    out = TORCH[op](*leaves, **params)
-    wanted = [leaves[i] for i in differentiable(op, inputs)]
-    grads = torch.autograd.grad(out, wanted, grad_outputs=torch.from_numpy(g))
-    return out.detach().numpy(), [gr.numpy() for gr in grads]
+from strategies import (FEW, SPECIAL, TORCH, away_from_zero, broadcastable_shapes, differentiable,
+                        draw_case, every_primitive, normal, positive, rngs, torch_grads)
 
 
 # ---------------------------------------------------------------- the table itself
@@ -157,11 +36,9 @@ def test_every_rule_belongs_to_a_primitive():
         assert op in PRIMITIVES and argnum >= 0
 
 
-@pytest.mark.parametrize("op", PRIMITIVE_OPS)
-@FEW
-@given(data=st.data())
+@every_primitive
 def test_every_array_input_has_a_rule(op, data):
-    inputs, _ = data.draw(CASES[op])
+    inputs, *_ = draw_case(data, op)
     for i, x in enumerate(inputs):
         assert (op, i) in RULES or not isinstance(x, np.ndarray), f"no rule for input {i} of {op}"
 
@@ -178,12 +55,9 @@ def test_missing_rule_names_op_and_input():
 
 # ---------------------------------------------------------------- every op, every input
 
-@pytest.mark.parametrize("op", PRIMITIVE_OPS)
-@FEW
-@given(data=st.data())
+@every_primitive
 def test_forward_matches_torch(op, data):
-    inputs, params = data.draw(CASES[op])
-    out = PRIMITIVES[op](*inputs, **params)
+    inputs, params, out, _ = draw_case(data, op)
     with torch.no_grad():
         expected = TORCH[op](*[torch.from_numpy(x) if isinstance(x, np.ndarray) else x
                                for x in inputs], **params).numpy()
@@ -191,13 +65,10 @@ def test_forward_matches_torch(op, data):
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("op", PRIMITIVE_OPS)
-@FEW
-@given(data=st.data())
+@every_primitive
 def test_rules_match_torch_autograd(op, data):
-    inputs, params = data.draw(CASES[op])
-    out = np.asarray(PRIMITIVES[op](*inputs, **params))
-    g = normal(data.draw(rngs()), out.shape)  # a random cotangent: all-ones would hide bugs
+    inputs, params, out, rng = draw_case(data, op)
+    g = normal(rng, out.shape)  # a random cotangent: all-ones would hide bugs
     _, expected = torch_grads(op, inputs, params, g)
     for i, want in zip(differentiable(op, inputs), expected):
         got = get_rule(op, i)(g, out, *inputs, **params)
@@ -205,14 +76,11 @@ def test_rules_match_torch_autograd(op, data):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("op", PRIMITIVE_OPS)
-@FEW
-@given(data=st.data())
+@every_primitive
 def test_rules_match_finite_differences(op, data):
     """<g, f(x + h e_j) - f(x - h e_j)> / 2h approximates the j-th entry of the rule's result."""
-    inputs, params = data.draw(CASES[op])
-    out = np.asarray(PRIMITIVES[op](*inputs, **params))
-    g = normal(data.draw(rngs()), out.shape)
+    inputs, params, out, rng = draw_case(data, op)
+    g = normal(rng, out.shape)
     h = 1e-6
     for i in differentiable(op, inputs):
         got = get_rule(op, i)(g, out, *inputs, **params)

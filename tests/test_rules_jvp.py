@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 
-from course_lib.rules import JVPS, OPS, PRIMITIVES, RULES, defjvp
-from test_rules import CASES, FEW, PRIMITIVE_OPS, TORCH, differentiable, normal, rngs
+from course_lib.rules import JVPS, OPS, RULES, defjvp
+from strategies import TORCH, differentiable, draw_case, every_primitive, normal
 
 
 def torch_jvp(op, inputs, params, i, dx):
@@ -33,13 +31,9 @@ def test_defjvp_refuses_an_op_without_vjps():
     assert OPS["sub"].jvps == ()
 
 
-@pytest.mark.parametrize("op", PRIMITIVE_OPS)
-@FEW
-@given(data=st.data())
+@every_primitive
 def test_jvps_match_torch_func_jvp(op, data):
-    inputs, params = data.draw(CASES[op])
-    out = np.asarray(PRIMITIVES[op](*inputs, **params))
-    rng = data.draw(rngs())
+    inputs, params, out, rng = draw_case(data, op)
     for i in differentiable(op, inputs):
         dx = normal(rng, inputs[i].shape)  # a random tangent: all-ones would hide transposes
         expected_out, expected = torch_jvp(op, inputs, params, i, dx)
@@ -48,14 +42,10 @@ def test_jvps_match_torch_func_jvp(op, data):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("op", PRIMITIVE_OPS)
-@FEW
-@given(data=st.data())
+@every_primitive
 def test_jvp_and_vjp_are_adjoint(op, data):
     """The dot-product test, rule by rule: <g, jvp(dx)> = <vjp(g), dx>."""
-    inputs, params = data.draw(CASES[op])
-    out = np.asarray(PRIMITIVES[op](*inputs, **params))
-    rng = data.draw(rngs())
+    inputs, params, out, rng = draw_case(data, op)
     g = normal(rng, out.shape)
     for i in differentiable(op, inputs):
         dx = normal(rng, inputs[i].shape)

@@ -80,6 +80,7 @@ def extend(course: Course, student: str, assignment: str, days=0.0, hours=0.0) -
     """A student's extension (nbgrader's; 0 removes it). nbgrader keeps it on the submission,
     so a record is made for a student who has not handed in yet; it keeps no score."""
     with course.gradebook() as gb:
+        gb.find_assignment(assignment)  # an unknown one raises before the student is added
         gb.update_or_create_student(student)
         gb.update_or_create_submission(assignment, student)
         gb.grant_extension(assignment, student, days=days, hours=hours)

@@ -9,6 +9,7 @@ import textwrap
 from nbgrader.plugins import CsvExportPlugin
 from traitlets import Unicode, default
 
+from course_lib.grading.columns import ljust, rjust, width as columns
 from course_lib.grading.course import Course
 from course_lib.grading.pipeline import LATE  # (-penalty, 0) in scores() when nbgrader gave one
 
@@ -44,14 +45,14 @@ def score_table(scores: dict, order: dict | None = None, verbose: bool = False,
     students = sorted({s for s, _ in scores})
     lines = [] if not verbose else _details(scores, assignments, students, order, width)
     labels = {a: a.split("_")[0] if a[:2].isdigit() else a[:10] for a in assignments}
-    name_w = max(7, *(len(s) for s in students)) + 2
+    name_w = max(7, *(columns(s) for s in students)) + 2
     lines.append("")
-    lines.append("student".ljust(name_w) + "".join(labels[a].rjust(11) for a in assignments))
+    lines.append(ljust("student", name_w) + "".join(rjust(labels[a], 11) for a in assignments))
     for student in students:
-        row = student.ljust(name_w)
+        row = ljust(student, name_w)
         for a in assignments:
             cells = scores.get((student, a))
-            row += _mark(cells).rjust(11)
+            row += rjust(_mark(cells), 11)
         lines.append(row)
     legend = [f"{labels[a]} = {a}" for a in assignments if labels[a] != a]
     lines.append(textwrap.fill("; ".join(legend + ["L: late penalty applied",
@@ -72,16 +73,16 @@ def _details(scores, assignments, students, order, width) -> list[str]:
         known = {q for (s, aa), cells in scores.items() if aa == a for q in cells}
         questions = [q for q in order.get(a, []) if q in known]
         questions += sorted(known - set(questions))
-        q_w = max(len(q) for q in questions) + 2
-        col_w = max(7, *(len(s) + 2 for s in students))
+        q_w = max(columns("question"), *(columns(q) for q in questions)) + 2
+        col_w = max(7, *(columns(s) + 2 for s in students))
         per_block = max(1, (width - q_w) // col_w)
         for i in range(0, len(students), per_block):
             block = students[i:i + per_block]
             lines.append(f"\n{a}")
-            lines.append("question".ljust(q_w) + "".join(s.rjust(col_w) for s in block))
+            lines.append(ljust("question", q_w) + "".join(rjust(s, col_w) for s in block))
             for q in questions:
-                lines.append(q.ljust(q_w) + "".join(
-                    _cell(scores.get((s, a)), q).rjust(col_w) for s in block))
+                lines.append(ljust(q, q_w) + "".join(
+                    rjust(_cell(scores.get((s, a)), q), col_w) for s in block))
     return lines
 
 
