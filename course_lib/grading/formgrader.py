@@ -1,9 +1,17 @@
 """The formgrader on this course (installed by nbgrader_config.py, like nbgrader_safety): its
 lists leave out withdrawn students (withdrawn.txt), and every page says that its scores are
-raw, before late penalties, and where the late-adjusted ones are."""
+raw, before late penalties, and where the late-adjusted ones are.
+
+Its file route (`/formgrader/submissions/<id>/<path>`, nbgrader's SubmissionFilesHandler)
+serves a submission's folder on the instructor's origin: a student's `notes.html` or `plot.svg`
+handed in beside the notebook would run there with the instructor's session. Here that route
+serves raster images as images and everything else as plain text, in a CSP sandbox (no script,
+an opaque origin), and only from the submission's own autograded/ folder (nbgrader's allows
+the whole course, reached with an encoded `..`)."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 NOTE = ('<div class="alert alert-info course-note" role="note">On this course the formgrader '
@@ -52,6 +60,51 @@ def _noted(render):
     return noted_render
 
 
+# what the file route serves with its own type; anything else is shown as text
+RASTER_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+FILES_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
+
+
+def _confined(parse_url_path):
+    @functools.wraps(parse_url_path)
+    def confined(self, url_path):
+        from tornado import web
+        path = parse_url_path(self, url_path)
+        folder = parse_url_path(self, url_path.lstrip("/").split("/", 1)[0] + "/")
+        inside = os.path.realpath(folder) + os.sep
+        if not os.path.realpath(path).startswith(inside):
+            raise web.HTTPError(404)
+        return path
+    confined._course_safe = True
+    return confined
+
+
+def _passive_type(get_content_type):
+    @functools.wraps(get_content_type)
+    def passive_type(self):
+        kind = get_content_type(self)
+        return kind if kind in RASTER_TYPES else "text/plain; charset=utf-8"
+    passive_type._course_safe = True
+    return passive_type
+
+
+def _sandboxed_csp(csp):
+    def sandboxed(self):
+        return csp.fget(self) + "; " + FILES_CSP
+    sandboxed._course_safe = True
+    return property(sandboxed)
+
+
+def make_files_passive(handler) -> None:
+    """nbgrader's SubmissionFilesHandler: only the submission's own folder, raster images as
+    images, the rest as text, in a CSP sandbox."""
+    if getattr(handler.parse_url_path, "_course_safe", False):
+        return
+    handler.parse_url_path = _confined(handler.parse_url_path)
+    handler.get_content_type = _passive_type(handler.get_content_type)
+    handler.content_security_policy = _sandboxed_csp(handler.content_security_policy)
+
+
 def install() -> None:
     from nbgrader.apps.api import NbGraderAPI
     for name, key in LISTINGS.items():
@@ -63,3 +116,6 @@ def install() -> None:
     base = sys.modules.get("nbgrader.server_extensions.formgrader.base")
     if base is not None and not getattr(base.BaseHandler.render, "_course_safe", False):
         base.BaseHandler.render = _noted(base.BaseHandler.render)
+    handlers = sys.modules.get("nbgrader.server_extensions.formgrader.handlers")
+    if handlers is not None:
+        make_files_passive(handlers.SubmissionFilesHandler)
