@@ -201,3 +201,17 @@ def test_plain_autograde_stops_a_notebook_at_its_wall_limit(tmp_path):
     assert nb.cells[-1] in stopped  # the hidden tests, at the end, did not run
     assert pipeline.scores(course, "tiny")[("sleepy", "tiny")] == {
         "test_square_grad": (0, 1), "test_square_grad_hidden": (0, 2)}
+
+
+def test_plain_autograde_runs_python_whatever_kernel_a_notebook_names(course):
+    """A submission whose metadata names a bash kernel: plain autograde still runs the course's
+    Python kernel in the sandbox (correct code scores in full)."""
+    nb = submission(CORRECT)
+    nb.metadata["kernelspec"] = {"name": "bash", "display_name": "Bash", "language": "bash"}
+    nb.metadata["language_info"] = {"name": "bash"}
+    submit(course, "bashy", "tiny", nb, name="tiny.ipynb")
+    result = nbgrader_autograde(course, "tiny", "bashy")
+    assert result.returncode == 0, result.stdout + result.stderr
+    graded = nbformat.read(course.path("autograded", "bashy", "tiny", "tiny.ipynb"), as_version=4)
+    assert graded.metadata.kernelspec.name == "python3"
+    assert sum(s for s, _ in pipeline.scores(course, "tiny")[("bashy", "tiny")].values()) == 3
