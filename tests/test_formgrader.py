@@ -141,10 +141,18 @@ def test_the_payloads_do_run_in_an_unsanitized_page(page):
 @pytest.mark.parametrize("student", ["ada", "bea", "cyd"])
 def test_the_grading_view_runs_no_payload(course, formgrader, page, student):
     base, _ = formgrader
-    response = page.goto(f"{base}/formgrader/submissions/{_submission_id(course, student)}")
-    assert response.status == 200, page.content()[:2000]
-    page.wait_for_load_state("load")
-    page.wait_for_selector("input.score")  # nbgrader's formgrade template, not the feedback one
+    refused = []
+    on_console = lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None  # noqa: E731
+    page.on("console", on_console)
+    try:
+        response = page.goto(f"{base}/formgrader/submissions/{_submission_id(course, student)}")
+        assert response.status == 200, page.content()[:2000]
+        page.wait_for_load_state("load")
+        page.wait_for_selector("input.score")  # nbgrader's formgrade template, not feedback's
+    finally:
+        page.remove_listener("console", on_console)
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert refused == []  # the policy refuses nothing of nbgrader's own page
     assert page.locator("text=payload script").count() == 1
     for link in page.locator("a", has_text="click me").all():
         assert not (link.get_attribute("href") or "").lower().startswith("javascript")
@@ -180,6 +188,34 @@ def test_handed_in_files_never_run_on_the_formgrader_origin(course, formgrader, 
     up = payloads.UP_TO_SUBMITTED.format(student=student)
     status, kind, ran = _served(page, f"{base}/formgrader/submissions/{sid}/{up}")
     assert ran == [] and status == 404, (status, kind, ran)
+
+
+def test_the_grading_views_policy_stops_a_script_that_got_into_the_notebook(
+        course, formgrader, page):
+    """The real page and its real policy, with a script and a handler added inside the
+    notebook (as if both sanitizers had missed them): they do not run, nbgrader's own do."""
+    from course_lib.grading.formgrader import NOTEBOOK_START
+    base, _ = formgrader
+    sid = _submission_id(course, "bea")
+    url = f"{base}/formgrader/submissions/{sid}/"
+    real = page.request.get(url)
+    policy = real.headers["content-security-policy"]
+    assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0], policy
+    cut = real.text().index(NOTEBOOK_START)
+    cut = real.text().index(">", cut) + 1
+    injected = (real.text()[:cut] + f"<script>{payloads.MARK}('injected_script')</script>"
+                f'<img src="x" onerror="{payloads.MARK}(\'injected_handler\')">'
+                + real.text()[cut:])
+    page.route(url, lambda route: route.fulfill(status=200, body=injected, headers={
+        "content-type": "text/html; charset=utf-8", "content-security-policy": policy}))
+    try:
+        page.goto(url)
+        page.wait_for_selector("input.score")
+        page.wait_for_timeout(300)
+        assert payloads.pwned(page) == []
+        assert page.evaluate("() => typeof toggle_name === 'function' && submission_id") == sid
+    finally:
+        page.unroute(url)
 
 
 def test_a_manual_score_and_comment_reach_grades_and_feedback(course, formgrader, page):

@@ -7,11 +7,20 @@ serves a submission's folder on the instructor's origin: a student's `notes.html
 handed in beside the notebook would run there with the instructor's session. Here that route
 serves raster images as images and everything else as plain text, in a CSP sandbox (no script,
 an opaque origin), and only from the submission's own autograded/ folder (nbgrader's allows
-the whole course, reached with an encoded `..`)."""
+the whole course, reached with an encoded `..`).
+
+Its grading view gets a Content-Security-Policy: scripts from the server itself (and MathJax's
+CDN), plus the inline scripts and handlers nbgrader's template writes before the notebook, by
+their hashes; so a script that got into the rendered notebook despite the sanitizing would
+not run, and no object, <base> or form may point elsewhere."""
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import html
 import os
+import re
 import sys
 
 NOTE = ('<div class="alert alert-info course-note" role="note">On this course the formgrader '
@@ -105,6 +114,43 @@ def make_files_passive(handler) -> None:
     handler.content_security_policy = _sandboxed_csp(handler.content_security_policy)
 
 
+# where nbgrader's formgrade template starts the notebook: everything before is the template's
+NOTEBOOK_START = 'id="notebook-container"'
+MATHJAX_CDN = "https://cdnjs.cloudflare.com"
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)[^>]*>(.*?)</script>", re.S | re.I)
+INLINE_HANDLER = re.compile(r'\son[a-z]+\s*=\s*"([^"]*)"', re.I)
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def grading_view_csp(page: str) -> str:
+    """The policy of one grading view: hashes of the template's inline code only (what comes
+    before the notebook), never of anything inside it."""
+    cut = page.find(NOTEBOOK_START)
+    template = page[:cut] if cut >= 0 else ""
+    hashes = sorted({_sha256(body) for body in INLINE_SCRIPT.findall(template)}
+                    | {_sha256(html.unescape(v)) for v in INLINE_HANDLER.findall(template)})
+    return "; ".join([
+        "default-src 'self'",
+        f"script-src 'self' {MATHJAX_CDN} 'unsafe-hashes' " + " ".join(hashes),
+        f"style-src 'self' 'unsafe-inline' {MATHJAX_CDN}",
+        f"font-src 'self' data: {MATHJAX_CDN}",
+        "img-src 'self' data:", "connect-src 'self'", "object-src 'none'", "frame-src 'none'",
+        "base-uri 'self'", "form-action 'self'", "frame-ancestors 'self'"])
+
+
+def _with_csp(write):
+    @functools.wraps(write)
+    def write_with_csp(self, chunk):
+        if isinstance(chunk, str) and NOTEBOOK_START in chunk:
+            self.set_header("Content-Security-Policy", grading_view_csp(chunk))
+        return write(self, chunk)
+    write_with_csp._course_safe = True
+    return write_with_csp
+
+
 def install() -> None:
     from nbgrader.apps.api import NbGraderAPI
     for name, key in LISTINGS.items():
@@ -119,3 +165,5 @@ def install() -> None:
     handlers = sys.modules.get("nbgrader.server_extensions.formgrader.handlers")
     if handlers is not None:
         make_files_passive(handlers.SubmissionFilesHandler)
+        if not getattr(handlers.SubmissionHandler.write, "_course_safe", False):
+            handlers.SubmissionHandler.write = _with_csp(handlers.SubmissionHandler.write)
