@@ -61,7 +61,7 @@ EXTRA_FILES = {
                   f"{_js('extra_xhtml')}</script></body></html>",
 }
 # A link to a file of the submitted/ folder, out of autograded/ by encoded slashes.
-UP_TO_SUBMITTED = "..%2F..%2F..%2Fsubmitted%2F{student}%2Ftiny%2Fnotes.html"
+UP_TO_SUBMITTED = "..%2F..%2F..%2Fsubmitted%2F{student}%2F{assignment}%2Fnotes.html"
 NAMES = [*MARKDOWN, "attachment_svg", "attachment_svg_script", "attachment_html",
          "output_html", "output_javascript", "output_svg", "output_png_attr", "stream_name",
          "kernel_javascript"]
@@ -74,11 +74,12 @@ def add_files(folder: str):
             f.write(text)
 
 
-def links_cell(student: str):
+def links_cell(student: str, assignment: str = "tiny"):
     """A markdown cell linking each extra file (what the instructor would click in the grading
     view), and the submitted/ copy of one."""
     links = [f"[{name}]({name})" for name in EXTRA_FILES]
-    links.append(f"[my submitted notes]({UP_TO_SUBMITTED.format(student=student)})")
+    up = UP_TO_SUBMITTED.format(student=student, assignment=assignment)
+    links.append(f"[my submitted notes]({up})")
     return nbformat.v4.new_markdown_cell("See also " + " ".join(links))
 
 

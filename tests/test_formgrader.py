@@ -185,7 +185,7 @@ def test_handed_in_files_never_run_on_the_formgrader_origin(course, formgrader, 
         assert ran == [], (name, status, kind)
         if status == 200:
             assert kind.startswith("text/plain"), (name, kind)
-    up = payloads.UP_TO_SUBMITTED.format(student=student)
+    up = payloads.UP_TO_SUBMITTED.format(student=student, assignment="tiny")
     status, kind, ran = _served(page, f"{base}/formgrader/submissions/{sid}/{up}")
     assert ran == [] and status == 404, (status, kind, ran)
 

@@ -178,12 +178,13 @@ class WallLimit:
         return cell, resources
 
     def __enter__(self):
+        self.previous = self.execute.timeout_func
         self.execute.timeout_func, self.execute.preprocess_cell = self.cell_timeout, \
             self.preprocess_cell
         return self
 
     def __exit__(self, *exc):
-        self.execute.timeout_func = None
+        self.execute.timeout_func = self.previous
         del self.execute.preprocess_cell
 
 
