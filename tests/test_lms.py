@@ -132,8 +132,9 @@ def test_every_name_reaches_grading_as_itself(tmp_path):
 
 def test_a_zip_bomb_in_a_download_stops_at_the_budget(tmp_path):
     """A student hands in a zip of zeros (3 MB unpacked, a few KB packed) beside their notebook,
-    and one with a member that climbs out: zip_collect extracts the notebook, stops at the
-    budget (1 MB here) saying why, and writes nothing outside extracted/."""
+    one with a member that climbs out, and a timestamp.txt: zip_collect extracts the notebook,
+    stops at the budget (1 MB here) saying why, writes nothing outside extracted/ and takes no
+    timestamp.txt from the student (nbgrader collects .ipynb only)."""
     import io
     import nbformat
     root = str(tmp_path / "course")
@@ -150,6 +151,7 @@ def test_a_zip_bomb_in_a_download_stops_at_the_budget(tmp_path):
     with zipfile.ZipFile(os.path.join(archive, "canvas.zip"), "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("doejane_12345_67890_tiny.ipynb", nbformat.writes(submission(CORRECT)))
         z.writestr("doejane_12345_67890_climb.zip", climber.getvalue())
+        z.writestr("doejane_12345_67890_timestamp.txt", "2000-01-01 00:00:00")
         z.writestr("doejane_12345_67890_bomb.zip", bomb.getvalue())
     collected = _run(os.path.join(BIN, "nbgrader"), "zip_collect", "tiny", cwd=root)
     log = collected.stdout + collected.stderr
