@@ -62,6 +62,8 @@ c.PercentPerDay.percent_per_day = 10.0
 
 # `nbgrader zip_collect`: submissions downloaded from Canvas or Moodle (course_lib/grading/lms.py).
 c.ZipCollectApp.collector_plugin = "course_lib.grading.lms.LmsFileNames"
+# ... and its extractor: zip only, a budget of bytes and files per download (nested zips too).
+c.ZipCollectApp.extractor_plugin = "course_lib.grading.lms.BoundedExtractor"
 c.FileNameCollectorPlugin.named_regexp = (
     r"^(?P<student_id>.+?)_(?:LATE_|late_)?(?P<participant>\d+)_(?:\d+|assignsubmission_file)_"
     r"(?P<file_id>.+)$")

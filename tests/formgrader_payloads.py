@@ -4,6 +4,7 @@ Every payload, if it ran in the instructor's browser, appends its name to `windo
 (the iframe's to its parent's). Shared by the formgrader test and the hub test.
 """
 import base64
+import os
 
 import nbformat
 
@@ -50,9 +51,36 @@ PRINTING_CELL = "\n".join([
     f"display(Javascript({_js('kernel_javascript')!r}))",
     f"display(SVG({OUTPUTS[2]['data']['image/svg+xml']!r}))",
 ])
+# Files a student hands in beside the notebook: the formgrader serves a submission's folder on
+# the instructor's origin, so each would run there if served as active content.
+EXTRA_FILES = {
+    "notes.html": f"<html><body><script>{_js('extra_html')}</script>my notes</body></html>",
+    "plot.svg": f'<svg xmlns="http://www.w3.org/2000/svg" onload="{_js("extra_svg")}">'
+                f"<script>{_js('extra_svg_script')}</script></svg>",
+    "page.xhtml": '<html xmlns="http://www.w3.org/1999/xhtml"><body><script>'
+                  f"{_js('extra_xhtml')}</script></body></html>",
+}
+# A link to a file of the submitted/ folder, out of autograded/ by encoded slashes.
+UP_TO_SUBMITTED = "..%2F..%2F..%2Fsubmitted%2F{student}%2F{assignment}%2Fnotes.html"
 NAMES = [*MARKDOWN, "attachment_svg", "attachment_svg_script", "attachment_html",
          "output_html", "output_javascript", "output_svg", "output_png_attr", "stream_name",
          "kernel_javascript"]
+
+
+def add_files(folder: str):
+    """The extra files, handed in beside the notebook."""
+    for name, text in EXTRA_FILES.items():
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(text)
+
+
+def links_cell(student: str, assignment: str = "tiny"):
+    """A markdown cell linking each extra file (what the instructor would click in the grading
+    view), and the submitted/ copy of one."""
+    links = [f"[{name}]({name})" for name in EXTRA_FILES]
+    up = UP_TO_SUBMITTED.format(student=student, assignment=assignment)
+    links.append(f"[my submitted notes]({up})")
+    return nbformat.v4.new_markdown_cell("See also " + " ".join(links))
 
 
 def markdown_cells():

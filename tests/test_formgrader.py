@@ -16,7 +16,7 @@ import formgrader_payloads as payloads
 from course_lib.grading import pipeline
 from course_lib.grading.preprocessors import SanitizeStudentCells
 from course_lib.grading.sandbox import bwrap_available
-from harness import CORRECT, WRONG, make_tiny_course, submission, submit
+from harness import CORRECT, WRONG, make_tiny_course, nbgrader_autograde, submission, submit
 from jupyterlab import jupyter
 
 pytestmark = [pytest.mark.slow,
@@ -29,13 +29,23 @@ DANGEROUS = ("<script", "onerror=", "onload=", "ontoggle=", "srcdoc=", "javascri
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    """ada's submission carries every payload; bea's autograded notebook is poisoned by hand
-    (as one written before the course sanitized autograded/ would be)."""
+    """ada's submission carries every payload and extra files with script; bea's autograded
+    notebook is poisoned by hand (as one written before the course sanitized autograded/ would
+    be); cyd hands in the same as ada and is graded by plain `nbgrader autograde`, which
+    copies the extra files into autograded/."""
     course = make_tiny_course(str(tmp_path_factory.mktemp("formgrader") / "course"))
-    submit(course, "ada", "tiny", payloads.add_to(submission(CORRECT)), name="tiny.ipynb")
+    hostile = payloads.add_to(submission(CORRECT))
+    hostile.cells.append(payloads.links_cell("ada"))
+    payloads.add_files(submit(course, "ada", "tiny", hostile, name="tiny.ipynb"))
     submit(course, "bea", "tiny", submission(WRONG), name="tiny.ipynb")
     report = pipeline.grade(course, "tiny", workers=1, sandbox=True, progress=False)
     assert report.count("failed") == 0, report.summary()
+    linking = payloads.add_to(submission(CORRECT))
+    linking.cells.append(payloads.links_cell("cyd"))
+    payloads.add_files(submit(course, "cyd", "tiny", linking, name="tiny.ipynb"))
+    plain = nbgrader_autograde(course, "tiny", "cyd")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert os.path.exists(course.path("autograded", "cyd", "tiny", "notes.html"))
     poisoned = course.path("autograded", "bea", "tiny", "tiny.ipynb")
     nb = nbformat.read(poisoned, as_version=4)
     nb.cells.extend(payloads.markdown_cells())
@@ -97,13 +107,21 @@ def test_the_payloads_do_run_in_an_unsanitized_page(page):
     assert {"script", "img_onerror", "svg_onload", "iframe_srcdoc"} <= set(payloads.pwned(page))
 
 
-@pytest.mark.parametrize("student", ["ada", "bea"])
+@pytest.mark.parametrize("student", ["ada", "bea", "cyd"])
 def test_the_grading_view_runs_no_payload(course, formgrader, page, student):
     base, _ = formgrader
-    response = page.goto(f"{base}/formgrader/submissions/{_submission_id(course, student)}")
-    assert response.status == 200, page.content()[:2000]
-    page.wait_for_load_state("load")
-    page.wait_for_selector("input.score")  # nbgrader's formgrade template, not the feedback one
+    refused = []
+    on_console = lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None  # noqa: E731
+    page.on("console", on_console)
+    try:
+        response = page.goto(f"{base}/formgrader/submissions/{_submission_id(course, student)}")
+        assert response.status == 200, page.content()[:2000]
+        page.wait_for_load_state("load")
+        page.wait_for_selector("input.score")  # nbgrader's formgrade template, not feedback's
+    finally:
+        page.remove_listener("console", on_console)
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert refused == []  # the policy refuses nothing of nbgrader's own page
     assert page.locator("text=payload script").count() == 1
     for link in page.locator("a", has_text="click me").all():
         assert not (link.get_attribute("href") or "").lower().startswith("javascript")
@@ -111,6 +129,62 @@ def test_the_grading_view_runs_no_payload(course, formgrader, page, student):
     page.mouse.move(10, 10)
     assert payloads.pwned(page) == []
     assert payloads.live_markup(page) == []
+
+
+def _served(page, url):
+    """(status, content type, payloads that ran) of the instructor's browser opening `url`."""
+    response = page.goto(url)
+    page.wait_for_load_state("load")
+    page.wait_for_timeout(200)  # an onload handler would have fired
+    return response.status, response.headers.get("content-type", ""), payloads.pwned(page)
+
+
+@pytest.mark.parametrize("student", ["ada", "cyd"])
+def test_handed_in_files_never_run_on_the_formgrader_origin(course, formgrader, page, student):
+    """A student's notes.html, plot.svg and page.xhtml beside the notebook, linked from their
+    markdown (plain autograde copies them into autograded/; the submitted/ copy is one
+    encoded `..` away): opened in the instructor's browser, none runs a script."""
+    base, _ = formgrader
+    sid = _submission_id(course, student)
+    page.goto(f"{base}/formgrader/submissions/{sid}")
+    page.wait_for_selector("input.score")
+    assert page.locator("a", has_text="notes.html").count() == 1  # the link is there to click
+    for name in payloads.EXTRA_FILES:
+        status, kind, ran = _served(page, f"{base}/formgrader/submissions/{sid}/{name}")
+        assert ran == [], (name, status, kind)
+        if status == 200:
+            assert kind.startswith("text/plain"), (name, kind)
+    up = payloads.UP_TO_SUBMITTED.format(student=student, assignment="tiny")
+    status, kind, ran = _served(page, f"{base}/formgrader/submissions/{sid}/{up}")
+    assert ran == [] and status == 404, (status, kind, ran)
+
+
+def test_the_grading_views_policy_stops_a_script_that_got_into_the_notebook(
+        course, formgrader, page):
+    """The real page and its real policy, with a script and a handler added inside the
+    notebook (as if both sanitizers had missed them): they do not run, nbgrader's own do."""
+    from course_lib.grading.formgrader import NOTEBOOK_START
+    base, _ = formgrader
+    sid = _submission_id(course, "bea")
+    url = f"{base}/formgrader/submissions/{sid}/"
+    real = page.request.get(url)
+    policy = real.headers["content-security-policy"]
+    assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0], policy
+    cut = real.text().index(NOTEBOOK_START)
+    cut = real.text().index(">", cut) + 1
+    injected = (real.text()[:cut] + f"<script>{payloads.MARK}('injected_script')</script>"
+                f'<img src="x" onerror="{payloads.MARK}(\'injected_handler\')">'
+                + real.text()[cut:])
+    page.route(url, lambda route: route.fulfill(status=200, body=injected, headers={
+        "content-type": "text/html; charset=utf-8", "content-security-policy": policy}))
+    try:
+        page.goto(url)
+        page.wait_for_selector("input.score")
+        page.wait_for_timeout(300)
+        assert payloads.pwned(page) == []
+        assert page.evaluate("() => typeof toggle_name === 'function' && submission_id") == sid
+    finally:
+        page.unroute(url)
 
 
 def test_a_manual_score_and_comment_reach_grades_and_feedback(course, formgrader, page):

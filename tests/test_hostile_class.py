@@ -88,9 +88,64 @@ def serve(folder, session):
         f.truncate(300 << 20)
 K.serve = serve
 """]),
+        "dup_test_ids": _forged_test_copies(),
+        "points_forged": _forged_points(),
+        "tests_as_solutions": _tests_as_solutions(),
+        "kernel_bash": _other_kernel(WRONG),
+        **{name: submission(WRONG) for name in EXTRA_FILES},
         "live_html": _with_markdown(submission(WRONG), '<img src=x onerror="alert(1)"> '
                                     '<script>alert(2)</script> [x](javascript:alert(3))'),
     }
+
+
+def _forged_test_copies():
+    """Copies of both test cells (same grade_id, same metadata) that pass trivially, put before
+    the real ones."""
+    nb = submission(WRONG)
+    tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade", False)]
+    for real in tests:
+        fake = nbformat.from_dict(json.loads(json.dumps(real)))
+        fake.source, fake.id = "pass", real.id  # a cell id collision too
+        nb.cells.insert(1, fake)
+    return nb
+
+
+def _forged_points():
+    """The solution cell made a graded cell worth 100, and a bonus test cell of its own."""
+    nb = submission(WRONG)
+    nb.cells[_solution_index(nb)].metadata["nbgrader"].update(grade=True, points=100)
+    nb.cells.append(nbformat.v4.new_code_cell("pass", metadata={"nbgrader": {
+        "grade_id": "bonus", "grade": True, "solution": False, "locked": False, "points": 100,
+        "schema_version": 3}}))
+    return nb
+
+
+def _tests_as_solutions():
+    """Every test cell turned into an unlocked solution cell holding `pass`."""
+    nb = submission(WRONG)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution"):
+            meta.update(grade=False, solution=True, locked=False)
+            cell.source = "pass"
+    return nb
+
+
+def _other_kernel(solution):
+    """A notebook whose metadata names a bash kernel."""
+    nb = submission(solution)
+    nb.metadata["kernelspec"] = {"name": "bash", "display_name": "Bash", "language": "bash"}
+    nb.metadata["language_info"] = {"name": "bash"}
+    return nb
+
+
+# beside the notebook: files whose names or contents attack the grader
+EXTRA_FILES = {
+    "ts_garbage": {"timestamp.txt": "not a date"},
+    "ts_year_99999": {"timestamp.txt": "99999-01-01 00:00:00"},
+    "terminal_escapes": {"\x1b[2K\x1b[1Aaaa_honest tiny [graded] 3 of 3\x1b]0;owned\x07.txt": "",
+                         "notes\nforged: all good\u202etxt.exe": ""},
+}
 
 
 def _with_markdown(nb, text):
@@ -113,6 +168,11 @@ def graded(tmp_path_factory):
         _put(course, honest, submission(CORRECT))
     for name, nb in attackers().items():
         _put(course, name, nb)
+    for name, files in EXTRA_FILES.items():
+        for filename, text in files.items():
+            with open(course.path("submitted", name, "tiny", filename), "w") as f:
+                f.write(text)
+    _put(course, "bash_but_honest", _other_kernel(CORRECT))
     source = course.path("source", "tiny", "tiny.ipynb")
     os.makedirs(course.path("submitted", "symlink_notebook", "tiny"))
     os.symlink(source, course.path("submitted", "symlink_notebook", "tiny", "tiny.ipynb"))
@@ -168,9 +228,29 @@ def test_every_attacker_gets_nothing_or_fails(graded, attacker):
     ("symlink_notebook", "not a regular file"),
     ("symlink_timestamp", "timestamp.txt is not a regular file"),
     ("symlink_folder", "is a link"),
+    ("ts_garbage", "timestamp.txt holds no date nbgrader can read (not a date"),
+    ("ts_year_99999", "year 99999 is out of range"),
 ])
 def test_each_gets_a_reason_that_names_it(graded, attacker, words):
     assert words in _reasons(graded, attacker), _reasons(graded, attacker)
+
+
+def test_a_notebook_naming_another_kernel_still_runs_python(graded):
+    """Its kernelspec says bash: the sandbox starts the course's Python kernel all the same
+    (correct code scores in full), and autograded/ keeps the course's kernelspec."""
+    assert _total(graded, "bash_but_honest") == 3.0, _reasons(graded, "bash_but_honest")
+    nb = nbformat.read(graded["course"].path("autograded", "bash_but_honest", "tiny",
+                                             "tiny.ipynb"), as_version=4)
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_file_names_cannot_rewrite_the_instructors_terminal(graded):
+    """Escape sequences, a newline and a bidi override in handed-in file names are printed
+    escaped: one line per reason, no control character."""
+    summary = graded["report"].summary()
+    assert "terminal_escapes" in summary and "\\x1b[2K" in summary and "\\u202e" in summary
+    assert not [ch for ch in summary if ch != "\n" and (ord(ch) < 32 or ch == "\u202e")]
+    assert not [line for line in summary.splitlines() if line.startswith("forged")]
 
 
 def test_the_run_ends_and_reports_failure(graded):

@@ -177,11 +177,16 @@ def _totals_from_csv(path):
 
 def _add_payloads(path):
     """The blank student's notebook carries every script payload (markdown, attachments, a
-    cell that displays HTML, JavaScript and SVG when it runs)."""
+    cell that displays HTML, JavaScript and SVG when it runs), and files with script beside it,
+    linked from its markdown."""
     import nbformat
     nb = payloads.add_to(nbformat.read(path, as_version=4))
+    nb.cells.append(payloads.links_cell(BLANK, ASSIGNMENT))
     nbformat.write(nb, path)
     shutil.chown(path, BLANK, BLANK)
+    payloads.add_files(os.path.dirname(path))  # notes.html, plot.svg, page.xhtml beside it
+    for name in payloads.EXTRA_FILES:
+        shutil.chown(os.path.join(os.path.dirname(path), name), BLANK, BLANK)
 
 
 def _stamp(when):
@@ -384,6 +389,19 @@ def test_a_class_on_jupyterhub(hub):
             assert page.locator("text=payload script").count() == 1
             page.locator("details", has_text="x").last.click()
             assert payloads.pwned(page) == [] and payloads.live_markup(page) == []
+            # The files handed in beside it never run either: not from autograded/, nor from
+            # submitted/ one encoded `..` away (the link in its markdown).
+            blank_files = f"{base}/user/{INSTRUCTOR}/formgrader/submissions/" \
+                f"{_submission_id(db_url, BLANK)}/"
+            up = payloads.UP_TO_SUBMITTED.format(student=BLANK, assignment=ASSIGNMENT)
+            for name in [*payloads.EXTRA_FILES, up]:
+                response = page.goto(blank_files + name)
+                page.wait_for_load_state("load")
+                assert payloads.pwned(page) == [], (name, response.status)
+                assert response.status == 404 or response.headers["content-type"].startswith(
+                    "text/plain"), (name, response.status, response.headers["content-type"])
+            page.goto(blank_files)
+            page.wait_for_selector("input.score")
 
             # A manual score and a comment typed in the page reach grades.csv and feedback.
             score_input = page.locator("input.score").first.get_attribute("id")

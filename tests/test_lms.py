@@ -1,5 +1,6 @@
 """Submissions from an LMS: a Canvas and a Moodle zip through `nbgrader zip_collect`, then
 `course grade`. The file-name pattern is the course's own (nbgrader_config.py)."""
+import glob
 import os
 import subprocess
 import sys
@@ -127,3 +128,37 @@ def test_every_name_reaches_grading_as_itself(tmp_path):
     totals = {student: sum(s for s, _ in cells.values())
               for (student, _), cells in pipeline.scores(course, "tiny").items()}
     assert totals == {sid: 3.0 if good else 0.0 for sid, good in expected.items()}, totals
+
+
+def test_a_zip_bomb_in_a_download_stops_at_the_budget(tmp_path):
+    """A student hands in a zip of zeros (3 MB unpacked, a few KB packed) beside their notebook,
+    one with a member that climbs out, and a timestamp.txt: zip_collect extracts the notebook,
+    stops at the budget (1 MB here) saying why, writes nothing outside extracted/ and takes no
+    timestamp.txt from the student (nbgrader collects .ipynb only)."""
+    import io
+    import nbformat
+    root = str(tmp_path / "course")
+    make_tiny_course(root)
+    with open(os.path.join(root, "nbgrader_config.py"), "a") as f:
+        f.write("\nc.BoundedExtractor.max_bytes = 1 << 20\n")
+    bomb, climber = io.BytesIO(), io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros.bin", b"\0" * (3 << 20))
+    with zipfile.ZipFile(climber, "w") as z:
+        z.writestr("../../../../escaped.txt", "out")
+    archive = os.path.join(root, "downloaded", "tiny", "archive")
+    os.makedirs(archive)
+    with zipfile.ZipFile(os.path.join(archive, "canvas.zip"), "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("doejane_12345_67890_tiny.ipynb", nbformat.writes(submission(CORRECT)))
+        z.writestr("doejane_12345_67890_climb.zip", climber.getvalue())
+        z.writestr("doejane_12345_67890_timestamp.txt", "2000-01-01 00:00:00")
+        z.writestr("doejane_12345_67890_bomb.zip", bomb.getvalue())
+    collected = _run(os.path.join(BIN, "nbgrader"), "zip_collect", "tiny", cwd=root)
+    log = collected.stdout + collected.stderr
+    extracted = os.path.join(root, "downloaded", "tiny", "extracted")
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(extracted) for f in fs)
+    assert size < 1 << 20, (size, log)
+    assert "would pass the budget of 1048576 bytes" in log, log
+    assert "its path leaves the archive's folder" in log, log
+    assert not glob.glob(str(tmp_path / "**" / "escaped.txt"), recursive=True)
+    assert os.listdir(os.path.join(root, "submitted", "doejane_12345", "tiny")) == ["tiny.ipynb"]

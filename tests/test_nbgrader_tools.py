@@ -177,3 +177,41 @@ def test_a_student_without_the_secret_may_validate_unsandboxed(tmp_path, monkeyp
     assert nbgrader_safety.private_readable(config) == [str(tmp_path / ".grading_secret")]
     monkeypatch.setenv("COURSE_GRADING_SECRET", "y")
     assert "$COURSE_GRADING_SECRET" in nbgrader_safety.private_readable(config)
+
+
+SLEEPY = "import time\ntime.sleep(2.5)  # just under the cell limit of 3 s"
+
+
+def test_plain_autograde_stops_a_notebook_at_its_wall_limit(tmp_path):
+    """Cells that each sleep just under the cell limit: plain autograde stops the notebook at
+    its own limit (c.CourseSandbox.notebook_timeout), says why, and the tests it did not run
+    score 0 (nbgrader would give full marks to a test cell left without an error)."""
+    course = make_tiny_course(str(tmp_path / "course"))
+    with open(course.path("nbgrader_config.py"), "a") as f:
+        f.write("\nc.Execute.timeout = 3\nc.CourseSandbox.notebook_timeout = 5\n")
+    submit(course, "sleepy", "tiny", submission(CORRECT, before=[SLEEPY] * 6), name="tiny.ipynb")
+    result = nbgrader_autograde(course, "tiny", "sleepy")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "wall limit of 5 s" in out, out
+    nb = nbformat.read(course.path("autograded", "sleepy", "tiny", "tiny.ipynb"), as_version=4)
+    stopped = [c for c in nb.cells if c.cell_type == "code" and any(
+        o.get("ename") == "NotebookTimeoutError" for o in c.outputs)]
+    assert stopped and "wall limit of 5 s" in "".join(stopped[-1].outputs[-1].traceback)
+    assert nb.cells[-1] in stopped  # the hidden tests, at the end, did not run
+    assert pipeline.scores(course, "tiny")[("sleepy", "tiny")] == {
+        "test_square_grad": (0, 1), "test_square_grad_hidden": (0, 2)}
+
+
+def test_plain_autograde_runs_python_whatever_kernel_a_notebook_names(course):
+    """A submission whose metadata names a bash kernel: plain autograde still runs the course's
+    Python kernel in the sandbox (correct code scores in full)."""
+    nb = submission(CORRECT)
+    nb.metadata["kernelspec"] = {"name": "bash", "display_name": "Bash", "language": "bash"}
+    nb.metadata["language_info"] = {"name": "bash"}
+    submit(course, "bashy", "tiny", nb, name="tiny.ipynb")
+    result = nbgrader_autograde(course, "tiny", "bashy")
+    assert result.returncode == 0, result.stdout + result.stderr
+    graded = nbformat.read(course.path("autograded", "bashy", "tiny", "tiny.ipynb"), as_version=4)
+    assert graded.metadata.kernelspec.name == "python3"
+    assert sum(s for s, _ in pipeline.scores(course, "tiny")[("bashy", "tiny")].values()) == 3

@@ -15,15 +15,24 @@ and the LMS's number ("Jane Doe", 12345 -> "jane_doe_12345"), so every file land
 - a file name with a control character (a newline) is refused with the reason;
 - ids that mix scripts, or that differ from another only by look-alike letters (`hоnest_a` with
   a Cyrillic о beside `honest_a`), are reported here and by `course grade`.
+
+`BoundedExtractor` unpacks the downloads in nbgrader's place: zip archives only, and a zip a
+student handed in inside them, within one budget of bytes and files per download (a student's
+zip bomb would otherwise fill the instructor's disk: nbgrader extracts nested archives
+without a limit), never a link, an absolute path or a `..`.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import shutil
+import stat
 import unicodedata
+import zipfile
 
-from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
+from nbgrader.plugins.zipcollect import ExtractorPlugin, FileNameCollectorPlugin
+from traitlets import Integer
 
 # Cyrillic and Greek letters drawn like Latin ones (after casefold): a small confusables table.
 LOOK_ALIKES = str.maketrans({
@@ -137,3 +146,68 @@ class LmsFileNames(FileNameCollectorPlugin):
         folder = os.path.join(coursedir.root, coursedir.submitted_directory)
         return [d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))] \
             if os.path.isdir(folder) else []
+
+
+class ArchiveRefused(Exception):
+    """A download past the extractor's budget, or not a zip archive at all."""
+
+
+class BoundedExtractor(ExtractorPlugin):
+    """nbgrader's extractor with limits: zip only, nested zips one level deep, a budget of
+    bytes and files per download, regular files under their own folder only."""
+
+    max_bytes = Integer(2 << 30, help="Bytes one download may extract to, nested zips included."
+                        ).tag(config=True)
+    max_files = Integer(20000, help="Files one download may extract.").tag(config=True)
+    max_depth = 2  # the LMS's zip, and a zip a student handed in inside it
+
+    def extract(self, archive_path: str, extracted_path: str) -> None:
+        for root, _, names in os.walk(archive_path):
+            dest = os.path.normpath(os.path.join(extracted_path, os.path.relpath(root, archive_path)))
+            os.makedirs(dest, exist_ok=True)
+            for name in sorted(names):
+                path = os.path.join(root, name)
+                if not name.lower().endswith(".zip"):
+                    shutil.copy(path, os.path.join(dest, name))
+                    continue
+                self.log.info("Extracting from: %s", path)
+                budget = [self.max_bytes, self.max_files]
+                try:
+                    self._unzip(path, os.path.join(dest, name[:-4]), budget, 1)
+                except (ArchiveRefused, zipfile.BadZipFile) as e:
+                    self.log.error("Stopped extracting %r: %s; what was extracted before is "
+                                   "kept in %s", name, e, dest)
+
+    def _unzip(self, path: str, dest: str, budget: list, depth: int) -> None:
+        """Every safe member of one zip into `dest`, paid from `budget` [bytes, files]."""
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                target = self._member_target(info, dest)
+                if target is None:
+                    continue
+                budget[0] -= info.file_size
+                budget[1] -= 1
+                if budget[0] < 0 or budget[1] < 0:
+                    raise ArchiveRefused(
+                        f"{info.filename!r} would pass the budget of {self.max_bytes} bytes and "
+                        f"{self.max_files} files per download (c.BoundedExtractor.max_bytes, "
+                        ".max_files)")
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with z.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)  # at most file_size bytes: zipfile stops there
+                if target.lower().endswith(".zip") and depth < self.max_depth:
+                    self._unzip(target, target[:-4], budget, depth + 1)
+                    os.remove(target)
+
+    def _member_target(self, info, dest: str) -> str | None:
+        """Where a member goes, or None (folder, link, special file, or a path out of `dest`)."""
+        mode = info.external_attr >> 16
+        parts = info.filename.replace("\\", "/").split("/")
+        if info.is_dir() or (stat.S_IFMT(mode) and not stat.S_ISREG(mode)):
+            if not info.is_dir():
+                self.log.warning("Skipped %r: not a regular file", info.filename)
+            return None
+        if info.filename.startswith("/") or ".." in parts or not parts[-1]:
+            self.log.warning("Skipped %r: its path leaves the archive's folder", info.filename)
+            return None
+        return os.path.join(dest, *[p for p in parts if p not in ("", ".")])

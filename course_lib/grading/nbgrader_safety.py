@@ -13,11 +13,16 @@ every process that reads it (`nbgrader` commands, the formgrader's server, `cour
   folder: no secret, gradebook, source/, classmate or home. Without a working bubblewrap they
   refuse, pointing at `course grade`, whenever this account can read the grading secret or
   the gradebook; a student's own Validate (no such file readable) runs as nbgrader always did.
+  There a notebook also has a wall limit (`c.CourseSandbox.notebook_timeout`, 300 s like
+  `course grade`'s): a cell gets at most what is left of it, and once it is spent the cells
+  left are not run and carry an error saying so (a test cell left without one would score
+  full marks under nbgrader's rules).
 """
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import stat
 import sys
@@ -129,6 +134,66 @@ def copy_folder(src: str, dest: str) -> list[str]:
     return skipped
 
 
+NOTEBOOK_TIMEOUT = ("not run: this notebook used up its wall limit of {seconds} s "
+                    "(c.CourseSandbox.notebook_timeout in nbgrader_config.py); `course grade` "
+                    "has the same limit (--notebook-timeout)")
+
+
+def notebook_timeout(config) -> int:
+    """Seconds of wall time one notebook gets under plain nbgrader's sandboxed kernels."""
+    from course_lib.grading.sandbox import Limits
+    section = config["CourseSandbox"] if "CourseSandbox" in config else {}
+    return int(section.get("notebook_timeout") or Limits.notebook_timeout)
+
+
+class WallLimit:
+    """One notebook's wall-time budget on an Execute preprocessor: each cell's timeout is
+    clipped to what is left; once spent, code cells are not run and get an error output."""
+
+    def __init__(self, execute, seconds: int):
+        import time
+        self.execute, self.seconds, self.clock = execute, seconds, time.monotonic
+        self.deadline = self.clock() + seconds
+        self.cell_limit = execute.timeout if execute.timeout and execute.timeout > 0 else None
+        self.logged = False
+
+    def left(self) -> float:
+        return self.deadline - self.clock()
+
+    def cell_timeout(self, cell) -> int:
+        """nbclient's timeout_func: the cell limit, or what is left of the notebook's."""
+        left = max(1, math.ceil(self.left()))
+        return min(self.cell_limit, left) if self.cell_limit else left
+
+    def preprocess_cell(self, cell, resources, index):
+        """nbconvert's per-cell step, refused once the budget is spent."""
+        if cell.cell_type != "code" or self.left() > 0:
+            return type(self.execute).preprocess_cell(self.execute, cell, resources, index)
+        message = NOTEBOOK_TIMEOUT.format(seconds=self.seconds)
+        if not self.logged:
+            self.execute.log.error("cell %d and the code cells after it: %s", index, message)
+            self.logged = True
+        cell.execution_count = None
+        cell.outputs = [_error_output("NotebookTimeoutError", message)]
+        return cell, resources
+
+    def __enter__(self):
+        self.previous = self.execute.timeout_func
+        self.execute.timeout_func, self.execute.preprocess_cell = self.cell_timeout, \
+            self.preprocess_cell
+        return self
+
+    def __exit__(self, *exc):
+        self.execute.timeout_func = self.previous
+        del self.execute.preprocess_cell
+
+
+def _error_output(ename: str, evalue: str):
+    import nbformat
+    return nbformat.v4.new_output("error", ename=ename, evalue=evalue,
+                                  traceback=[f"{ename}: {evalue}"])
+
+
 def _in_sandbox(original, execute, nb, resources):
     """nbconvert's execution of `nb`, its kernel in a sandbox on a copy of its folder."""
     from course_lib.grading.sandbox import Limits, SandboxKernelManager, Scratch
@@ -145,7 +210,8 @@ def _in_sandbox(original, execute, nb, resources):
                                 "files): %s", ", ".join(skipped[:10]))
         km = SandboxKernelManager(workdir, limits, extra_env={}, kdir=scratch.folder("kernel"))
         meta["path"] = workdir
-        return original(execute, nb, resources, km)
+        with WallLimit(execute, notebook_timeout(execute.config)):
+            return original(execute, nb, resources, km)
     finally:
         if had_path:
             meta["path"] = folder

@@ -58,14 +58,29 @@ class Report:
         return sum(o.status == status for o in self.outcomes)
 
     def summary(self) -> str:
+        """One line of counts, then one line per warning and per reason (names a student
+        chose shown escaped: one line each, no terminal control sequence)."""
         lines = [f"graded {self.count('graded')}, failed {self.count('failed')}, "
                  f"skipped {self.count('skipped')}; notebooks: {self.ran} ran, "
                  f"{self.cached} from the cache (unchanged since the last run)"]
-        lines += [f"  warning: {w}" for w in self.warnings]
+        lines += [f"  warning: {printable(w)}" for w in self.warnings]
         for o in self.outcomes:
             for reason in o.reasons:
-                lines.append(f"  {o.student}/{o.assignment} [{o.status}]: {reason}")
+                lines.append(f"  {printable(o.student)}/{printable(o.assignment)} "
+                             f"[{o.status}]: {printable(reason)}")
         return "\n".join(lines)
+
+
+def printable(text) -> str:
+    """`text` with control, format and line-separator characters escaped (\\x1b, \\n,
+    \\u202e): a file name a student chose cannot move the cursor, recolour or rewrite
+    the instructor's terminal, start a line of its own or reverse what follows."""
+    import unicodedata
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in UNPRINTABLE else ch for ch in str(text))
+
+
+UNPRINTABLE = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (bidi), surrogate, separators
 
 
 # ---- 1. prepare ---------------------------------------------------------------------------------
@@ -164,8 +179,24 @@ def _copy_small_file(path, dest, reasons):
     if data is None:
         reasons.append(f"{name} is not a regular file: ignored")
         return
+    if name == "timestamp.txt":
+        _check_timestamp(data)
     with open(os.path.join(dest, name), "wb") as f:
         f.write(data)
+
+
+def _check_timestamp(data: bytes) -> None:
+    """A timestamp.txt nbgrader can read, or the hand-in is refused (ignoring it would make
+    late work on time; nbgrader itself stops with an AttributeError there)."""
+    from nbgrader.utils import parse_utc
+    text = data.decode("utf-8", "replace").strip()
+    try:
+        if text:
+            parse_utc(text)
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"timestamp.txt holds no date nbgrader can read ({printable(text[:40])}"
+                         f"{'...' if len(text) > 40 else ''}: {e}); not graded: collect it "
+                         "again with `nbgrader collect`, which writes this file") from None
 
 
 def sanitize(course: Course, nb, student, assignment, notebook, preprocessors=None):
