@@ -284,7 +284,7 @@ def _run_selected(nb, source_nb, root, assignment, notebook, selected, early, cl
     clock.lap("imports")
     result = early.run(task)
     waited = time.monotonic() - clock.last
-    kernel = ({"kernel ready (kept ready, left to wait for)":
+    kernel = ({"kernel ready (kept ready)":
                result.timings.get("kernel after task")} if early.warm_up else
               {"kernel ready (started with the check)": result.timings.get("kernel")})
     clock.phases.update({**kernel, "cells": result.timings.get("cells"),

@@ -81,7 +81,7 @@ def _fingerprint() -> str:
 
 def socket_path(root: str, sandbox, folder: str) -> str:
     """The socket of the helper for this course, interpreter, course_lib and sandbox choice."""
-    key = json.dumps([os.path.realpath(root), sys.prefix, os.path.realpath(sys.executable),
+    key = json.dumps([os.path.realpath(root), os.path.realpath(sys.prefix), sys.version,
                       _fingerprint(), sandbox])
     return os.path.join(folder, "check-" + hashlib.sha256(key.encode()).hexdigest()[:20] + ".sock")
 
