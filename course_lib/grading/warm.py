@@ -21,7 +21,6 @@ standard library's only.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -206,7 +205,9 @@ def check_warm(path: str, root: str, sandbox, verbose: bool, only, timings: bool
                             "width": shutil.get_terminal_size((100, 24)).columns,
                             "started": start})
     if answer is None or "exit" not in answer:
-        print("note: the check helper stopped; checking here instead", file=sys.stderr)
+        why = (answer or {}).get("crashed") or (answer or {}).get("refused") or "it stopped"
+        print(f"note: the check helper did not answer ({str(why)[:300]}); checking here "
+              "instead", file=sys.stderr)
         return None
     return int(answer["exit"])
 
@@ -250,6 +251,7 @@ class Helper:
 
     def serve(self) -> None:
         """Listen until idle (or stopped); only one helper per socket (a lock file)."""
+        import fcntl  # POSIX only: the in-notebook check imports this module on any system
         lock = open(self.path[:-5] + ".lock", "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
