@@ -296,14 +296,18 @@ class Helper:
                     return
                 continue
             with conn:
-                conn.settimeout(None)
+                conn.settimeout(30)  # a request that never comes does not hold the helper
                 if peer_uid(conn) != os.getuid():
                     with contextlib.suppress(OSError):
                         send(conn, {"refused": "this check helper serves its own user only"})
                     continue
-                message = receive(conn)
+                try:
+                    message = receive(conn)
+                except OSError:
+                    continue
                 if message is None:
                     continue
+                conn.settimeout(None)
                 if message.get("op") == "stop":
                     with contextlib.suppress(OSError):
                         send(conn, {"stopped": True})
