@@ -129,11 +129,13 @@ def execute_task(task: Task) -> Result:
     return asyncio.run(_execute(task))
 
 
-def execute_when_given(limits: Limits, sandbox: bool, task, on_start=None) -> Result:
+def execute_when_given(limits: Limits, sandbox: bool, task, on_start=None, warm_up=(),
+                       ready=None) -> Result:
     """Start the kernel now, run the Task that the future `task` gives once it is ready
     (`course check --only`: the kernel starts while the grader still reads the notebooks);
-    `on_start()` is called once the kernel's process is launched."""
-    return asyncio.run(_execute(None, (limits, sandbox, task, on_start)))
+    `on_start()` is called once the kernel's process is launched, `ready()` once it has
+    imported the modules `warm_up` and waits for its task."""
+    return asyncio.run(_execute(None, (limits, sandbox, task, on_start, warm_up, ready)))
 
 
 HISTORY_IN_MEMORY = "--HistoryManager.hist_file=:memory:"  # what nbclient asks of ipykernel
@@ -168,6 +170,7 @@ async def _execute(task: Task | None, later=None) -> Result:
             async with client.async_setup_kernel():
                 await client.async_wait_for_reply(await _call(client.kc.kernel_info))
                 timings["kernel"] = time.monotonic() - launched
+                timings["kernel after task"] = time.monotonic() - start
                 for index, cell in enumerate(nb.cells):
                     gid = cells.grade_id(cell)
                     if index > last or not _needed(task, cell, gid):
@@ -215,12 +218,48 @@ async def _execute(task: Task | None, later=None) -> Result:
                   calls, timings)
 
 
-async def _start_while_waiting(km, workdir: str, future, on_start=None) -> Task:
-    """Launch the kernel (it boots on its own from there), then wait for the task."""
+async def _start_while_waiting(km, workdir: str, future, on_start=None, warm_up=(),
+                              ready=None) -> Task:
+    """Launch the kernel (it boots on its own from there), import `warm_up` in it, then wait
+    for the task; `ready()` is called once the kernel waits for it."""
     await km.start_kernel(extra_arguments=[HISTORY_IN_MEMORY], cwd=workdir)
     if on_start is not None:
         on_start()
+    if warm_up:
+        await _import_in_kernel(km, warm_up)
+    if ready is not None:
+        ready()
     return await asyncio.wrap_future(future)
+
+
+WARM_UP = ("import importlib\nfor name in NAMES:\n    try:\n        importlib.import_module(name)"
+           "\n    except Exception:\n        pass")
+
+
+async def _import_in_kernel(km, modules, timeout: float = 120.0) -> None:
+    """Import `modules` in the fresh kernel before any student cell: the course's own imports
+    (numpy, matplotlib, course_lib.plots...), run silently in a namespace of their own, so the
+    notebook's namespace, history and execution count stay untouched."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=timeout)
+        code = f"exec({WARM_UP!r}, {{'NAMES': {tuple(modules)!r}}})"
+        msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                reply = await kc.get_shell_msg(timeout=1)
+            except queue.Empty:
+                if not await km.is_alive():
+                    return
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                return
+    finally:
+        kc.stop_channels()
+        if kc in km._clients:
+            km._clients.remove(kc)
 
 
 def _over_budget(task):

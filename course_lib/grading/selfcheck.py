@@ -28,8 +28,10 @@ import time
 from concurrent.futures import Future
 
 from course_lib.grading import cells as cellids
+from course_lib.grading.warm import since_process_start as _since_process_start
 
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+last_assignment = None  # what the last check recognised (a check helper warms up for it)
 
 
 def read_json_notebook(path: str) -> dict:
@@ -89,31 +91,20 @@ class Clock:
                                        if v is not None) + f", total {total:.2f} s"
 
 
-def _since_process_start():
-    """Seconds since this process started (Linux), else None."""
-    try:
-        with open("/proc/self/stat") as f:
-            started = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def check(path: str, root: str | None = None, sandbox=None, verbose=False, keep=False,
-          only=(), timings=False, spare=None) -> int:
+          only=(), timings=False, spare=None, width=None, started=None) -> int:
     """Check the notebook at `path`; 0 when every selected test passed and no cell raised.
-    `spare`: an `EarlyKernel` started beforehand (`--watch`), used by an `--only` check."""
+    `spare`: an `EarlyKernel` started beforehand (`--watch`, the check helper), used by an
+    `--only` check; `started`: seconds the command took to reach the helper."""
     from course_lib.grading.course import find_root
     clock = Clock()
-    if spare is not None:  # a check of --watch: its process started long ago
-        clock.phases["process start"] = None
+    if spare is not None:  # --watch or the helper: this process started long ago
+        clock.phases["process start"] = started
     root = root or find_root()
     # first: the kernel starts while we read (not for a name nothing grades: that is an error)
     early = spare or (EarlyKernel(sandbox) if only and _known_somewhere(root, only) else None)
     try:
-        return _check(path, root, sandbox, verbose, keep, only, timings, clock, early)
+        return _check(path, root, sandbox, verbose, keep, only, timings, clock, early, width)
     finally:
         if early is not None:
             early.close()
@@ -135,7 +126,8 @@ def watch(path: str, **options) -> int:
                     check(path, spare=spare, **options)
                 except SystemExit as e:  # a wrong name, a half-written file: say it, go on
                     print(e)
-                spare = EarlyKernel(options.get("sandbox")) if warm else None
+                spare = EarlyKernel(options.get("sandbox"), warm_up_for(
+                    options["root"], last_assignment)) if warm else None
                 print(f"\nwatching {path}: save it to check again (Ctrl-C stops)", flush=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -163,13 +155,15 @@ def _known_somewhere(root: str, names) -> bool:
                for name in names)
 
 
-def _check(path, root, sandbox, verbose, keep, only, timings, clock, early) -> int:
+def _check(path, root, sandbox, verbose, keep, only, timings, clock, early, width) -> int:
+    global last_assignment
     import nbformat
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception as e:
         raise SystemExit(f"{path} is not a readable notebook: {e}") from None
     assignment, notebook = recognise(nb, root)
+    last_assignment = assignment
     source_nb = read_json_notebook(os.path.join(root, "source", assignment, f"{notebook}.ipynb"))
     selected = select_tests(source_nb, only) if only else ()
     if early is not None:
@@ -189,7 +183,7 @@ def _check(path, root, sandbox, verbose, keep, only, timings, clock, early) -> i
         outcome = _run_pipeline(path, root, assignment, notebook, sandbox, keep)
     results, messages, raised, reasons = outcome
     clock.lap("report" if selected else "grading")
-    print(render(results, messages, verbose, graded_names(source_nb), raised=raised))
+    print(render(results, messages, verbose, graded_names(source_nb), width, raised=raised))
     for reason in reasons:
         print(f"note: {reason}")
     if timings:
@@ -207,9 +201,10 @@ class EarlyKernel:
     """The sandboxed kernel of an `--only` check, started at once in a thread of its own (the
     grader's references imported in another once it is launched), given its task when ready."""
 
-    def __init__(self, sandbox: bool | None):
-        self.wanted = sandbox
+    def __init__(self, sandbox: bool | None, warm_up=()):
+        self.wanted, self.warm_up = sandbox, tuple(warm_up)
         self.sandbox, self.task, self.result = Future(), Future(), Future()
+        self.ready = Future()  # set once the kernel has imported `warm_up` and waits
         self.threads = [threading.Thread(target=target, daemon=True)
                         for target in (self._run, _import_references)]
         self.threads[0].start()  # the references once the kernel is launched: they hold the GIL
@@ -224,10 +219,11 @@ class EarlyKernel:
                                  "(apt-get install bubblewrap)")
             sandbox = available if self.wanted is None else self.wanted
             self.sandbox.set_result(sandbox)
-            self.result.set_result(runner.execute_when_given(Limits(), sandbox, self.task,
-                                                             self.threads[1].start))
+            self.result.set_result(runner.execute_when_given(
+                Limits(), sandbox, self.task, self.threads[1].start, self.warm_up,
+                lambda: self.ready.set_result(True)))
         except BaseException as e:  # noqa: BLE001 (handed to the main thread)
-            for future in (self.sandbox, self.result):
+            for future in (self.sandbox, self.ready, self.result):
                 if not future.done():
                     future.set_exception(e)
 
@@ -288,8 +284,10 @@ def _run_selected(nb, source_nb, root, assignment, notebook, selected, early, cl
     clock.lap("imports")
     result = early.run(task)
     waited = time.monotonic() - clock.last
-    clock.phases.update({"kernel ready (started with the check)":
-                         result.timings.get("kernel"), "cells": result.timings.get("cells"),
+    kernel = ({"kernel ready (kept ready)":
+               result.timings.get("kernel after task")} if early.warm_up else
+              {"kernel ready (started with the check)": result.timings.get("kernel")})
+    clock.phases.update({**kernel, "cells": result.timings.get("cells"),
                          "tests": result.timings.get("tests"), "waited for the kernel": waited})
     clock.last = time.monotonic()
     points = _points(source_nb)
@@ -302,6 +300,33 @@ def _run_selected(nb, source_nb, root, assignment, notebook, selected, early, cl
             messages[gid] = verdict.message if verdict else "this test did not run"
     executed = nbformat.reads(result.nb_json, as_version=4)
     return results, messages, raised_cells(executed, set(tests)), result.reasons
+
+
+def warm_up_for(root: str, assignment: str | None) -> tuple:
+    """What a kept-ready kernel imports for the next check of `assignment` (see below)."""
+    folder = os.path.join(root, "source", assignment or "")
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".ipynb")) \
+        if assignment and os.path.isdir(folder) else []
+    return kernel_imports(read_json_notebook(os.path.join(folder, names[0]))) if names else ()
+
+
+def kernel_imports(source_nb: dict) -> tuple:
+    """The modules the notebook's first code cell imports (the course's own text), for a
+    kernel to import before its task arrives; nothing of the learner's runs then."""
+    import ast
+    first = next((c for c in source_nb["cells"] if c["cell_type"] == "code"), None)
+    lines = [l for l in text(first or {}).splitlines() if not l.lstrip().startswith(("%", "!"))]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError:
+        return ()
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return tuple(dict.fromkeys(found))
 
 
 def _import_references():
