@@ -1,5 +1,5 @@
 """course_lib.checks.chain_rule: the checks of notebook 01 name the mistake made, nudge in the
-visible tests (no formula) and explain in the hidden ones (explicit=True)."""
+visible tests (no formula) and explain in the hidden ones (explain=True)."""
 import numpy as np
 import pytest
 
@@ -56,7 +56,7 @@ def test_the_hidden_test_writes_the_formula_out():
     args = (forward, "np.sin", np.sin, 1.0, np.cos(1.0))
     assert "(f(x+h) - f(x)) / h" not in message(chain_rule.check_central_difference, *args)
     assert "(f(x+h) - f(x)) / h" in message(chain_rule.check_central_difference, *args,
-                                            explicit=True)
+                                            explain=True)
     right = own(lambda f, x, h=1e-5: (f(x + h) - f(x - h)) / (2 * h))
     assert message(chain_rule.check_central_difference, right, *args[1:]) is None
 
@@ -65,7 +65,7 @@ def test_an_activation_derivative_gets_the_hint_for_its_test():
     sigmoid_grad = own(lambda x: (lambda s: s * (1 + s))(1 / (1 + np.exp(-x))), "sigmoid_grad")
     x = np.array([-2.0, 0.0, 0.5, 3.0])
     nudge = message(chain_rule.check_activation_grad, sigmoid_grad, "sigmoid", x)
-    rule = message(chain_rule.check_activation_grad, sigmoid_grad, "sigmoid", x, explicit=True)
+    rule = message(chain_rule.check_activation_grad, sigmoid_grad, "sigmoid", x, explain=True)
     assert nudge.startswith("sigmoid_grad: result is wrong at index")
     assert chain_rule.ACTIVATION_HINTS["sigmoid"][0] in nudge and "s * (1 - s)" not in nudge
     assert chain_rule.ACTIVATION_HINTS["sigmoid"][1] in rule
@@ -74,7 +74,7 @@ def test_an_activation_derivative_gets_the_hint_for_its_test():
 def test_an_overflow_at_large_inputs_is_told_as_overflow():
     naive = own(lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2, "sigmoid_grad")
     text = message(chain_rule.check_activation_grad, naive, "sigmoid",
-                   np.array([[-1000.0, 1000.0], [-40.0, 40.0]]), explicit=True)
+                   np.array([[-1000.0, 1000.0], [-40.0, 40.0]]), explain=True)
     assert text.startswith("sigmoid_grad: result at large |x| (up to 1000): got nan")
     assert "overflowed" in text and "s * (1 - s)" not in text
     text = message(chain_rule.check_activation_grad, naive, "sigmoid", np.array(-1000.0))
@@ -89,7 +89,7 @@ def test_a_softmax_message_says_which_target_and_size():
     assert chain_rule.SOFTMAX_CE_HINT[0] in text
     unstable = own(lambda z, y: np.exp(z) / np.exp(z).sum() - y, "softmax_ce_grad")
     text = message(chain_rule.check_softmax_ce_grad, unstable, np.array([1000.0, 0.0, -1000.0]),
-                   np.array([0.0, 0.0, 1.0]), explicit=True)
+                   np.array([0.0, 0.0, 1.0]), explain=True)
     assert "large logits (|z| up to 1000), one-hot y" in text and "overflowed" in text
     assert chain_rule.SOFTMAX_CE_HINT[1] not in text
 

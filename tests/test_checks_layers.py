@@ -56,7 +56,7 @@ def test_a_correct_mlp_passes_and_a_missing_relu_mask_is_placed_between_its_laye
     with suite("test_mlp_loss_and_grads") as t:
         L.check_mlp(t, _mlp(), [4, 5, 3], rows=6)
     with pytest.raises(GradeError) as info, suite("test_mlp_loss_and_grads") as t:
-        L.check_mlp(t, _mlp(mask_in_backward=False), [4, 5, 3], rows=6, explicit=True)
+        L.check_mlp(t, _mlp(mask_in_backward=False), [4, 5, 3], rows=6, explain=True)
     text = str(info.value)
     assert "gradient of W1 (layer 1 of 2)" in text, text
     assert "layer 2's gradients are right" in text and "gx = g @ W.T" in text, text
@@ -86,6 +86,6 @@ def test_the_shifted_class_makes_log_softmax_underflow():
         return float(-np.log(p[np.arange(n), labels]).mean()), lambda g=1.0: g * (p - onehot) / n
     with suite("test_softmax_cross_entropy_hidden") as t:
         with pytest.raises(GradeError) as info:
-            L.check_cross_entropy(t, _student(naive), 5, 4, correct_shift=-1000.0, explicit=True)
+            L.check_cross_entropy(t, _student(naive), 5, 4, correct_shift=-1000.0, explain=True)
     assert "softmax_cross_entropy: forward output" in str(info.value), info.value
     assert "log(softmax)" in str(info.value), info.value

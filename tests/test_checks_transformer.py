@@ -43,19 +43,19 @@ def attention_without_causal(q, k, v):
 
 @pytest.mark.parametrize("layer", sorted(TC.HINTS))
 def test_visible_hints_name_the_idea_and_explicit_ones_the_formula(layer):
-    visible, explicit = TC.hints_for(layer), TC.hints_for(layer, explicit=True)
-    assert set(visible) == set(explicit)
+    visible, explain = TC.hints_for(layer), TC.hints_for(layer, explain=True)
+    assert set(visible) == set(explain)
     assert not [h for h in visible.values() if FORMULA.search(h)], visible
-    assert any(FORMULA.search(h) for h in explicit.values()), explicit
+    assert any(FORMULA.search(h) for h in explain.values()), explain
 
 
 def test_a_missing_subtracted_term_gets_its_hint_and_the_formula_only_when_explicit():
-    for explicit in (False, True):
+    for explain in (False, True):
         with pytest.raises(GradeError) as caught, suite("test_softmax") as t:
-            TC.check_softmax(t, softmax_without_subtracted_term, t.randn(3, 4), explicit=explicit)
+            TC.check_softmax(t, softmax_without_subtracted_term, t.randn(3, 4), explain=explain)
         message = str(caught.value)
         assert "gradient with respect to x" in message and "subtracted term" in message, message
-        assert ("gx = y * (g - (g * y).sum(axis=axis" in message) == explicit, message
+        assert ("gx = y * (g - (g * y).sum(axis=axis" in message) == explain, message
 
 
 def test_the_right_answers_pass_and_a_left_out_argument_is_not_sent():

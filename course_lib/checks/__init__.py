@@ -1,8 +1,11 @@
 """Checking gradients against torch and finite differences, with messages that teach.
 
 `core` holds the suite every test cell opens, the ways it reaches student code, the
-comparisons and the hints; topic modules (`sympy`, `engine`) add probes for symbolic answers
-and for a student's Tensor class.
+comparisons and the hints. One module per notebook holds that notebook's checks, written once
+(a test cell lists cases and calls them): `chain_rule` (01), `gradcheck` (02), `layers` (03),
+`engine` (04), `transformer` (05), `forward` (06); `sympy` compares symbolic answers.
+Every check takes `explain`: False in the visible tests (hints nudge), True in the hidden ones
+(hints may give the formula).
 """
 from course_lib.checks.core import *  # noqa: F401,F403
 from course_lib.checks.core import (  # noqa: F401 (the names test cells use)

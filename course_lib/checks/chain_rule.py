@@ -1,7 +1,7 @@
 """Checks for notebook 01 (derivatives and the chain rule): one check per exercise, with the
 course's reference and the typical mistakes it recognises.
 
-Every check takes `explicit`: False (the visible tests) nudges towards the rule without writing
+Every check takes `explain`: False (the visible tests) nudges towards the rule without writing
 the formula out; True (the hidden tests) names the formula. Student code is reached only
 through `t.run` (in `Suite.check_values`, `check_expression`, `check_matrix` or here); every
 reference is computed outside it, from the test's own values.
@@ -18,9 +18,9 @@ LARGE_X = 40.0          # |x| from which an activation's naive formula may overf
 LARGE_LOGIT = 100.0     # |z| from which a naive softmax overflows
 
 
-def _text(entry, explicit):
+def _text(entry, explain):
     """A message given as one text for both tests, or as (nudge, explanation)."""
-    return entry if isinstance(entry, str) else entry[bool(explicit)]
+    return entry if isinstance(entry, str) else entry[bool(explain)]
 
 
 # ---- Exercise 1: central_difference ---------------------------------------------------------
@@ -48,17 +48,17 @@ FD_HINT = ("compare f one step h to the right of x with f one step h to the left
 DEFAULT_H = 1e-5
 
 
-def fd_mistake(got: float, f, x: float, h: float, explicit=False) -> str:
+def fd_mistake(got: float, f, x: float, h: float, explain=False) -> str:
     """What a wrong central difference `got` of f at x (step h) looks like: a known mistake's
     message, else the exercise's hint."""
-    usual = [(wrong(f, x, h), _text(message, explicit)) for wrong, message in FD_MISTAKES]
+    usual = [(wrong(f, x, h), _text(message, explain)) for wrong, message in FD_MISTAKES]
     if h != DEFAULT_H:
         usual.append((wrong_step(f, x), f"use the step h that is passed in (here h = {h:g}), "
                                         "not a fixed 1e-5."))
     for value, message in usual:
         if abs(got - value) <= 1e-8 * abs(value) + 1e-10:
             return message
-    return _text(FD_HINT, explicit)
+    return _text(FD_HINT, explain)
 
 
 def wrong_step(f, x):
@@ -67,7 +67,7 @@ def wrong_step(f, x):
 
 
 def check_central_difference(t, central_difference, name, f, x, exact, *, h=None,
-                             explicit=False):
+                             explain=False):
     """central_difference(f, x) (or with h=h) must be `exact` (rtol 1e-6, atol 1e-8); `name`
     is how messages show f (e.g. "np.sin"). f stays here: the learner's code calls it back."""
     what = f"central_difference({name}, {x:.6g}" + (f", h={h:g})" if h is not None else ")")
@@ -80,7 +80,7 @@ def check_central_difference(t, central_difference, name, f, x, exact, *, h=None
         value = _finite_number(got)
         if value is None:
             raise                             # not a number, a wrong shape, nan: as reported
-        reason = fd_mistake(value, f, x, DEFAULT_H if h is None else h, explicit)
+        reason = fd_mistake(value, f, x, DEFAULT_H if h is None else h, explain)
         raise GradeError(f"{what}: expected {exact:.10g}, got {value:.10g}. Hint: "
                          f"{reason}") from None
 
@@ -132,7 +132,7 @@ def check_dy_dv(t, answer, *, domain):
         symbols_hint=LOCAL_SYMBOLS_HINT)
 
 
-def dy_dx_mistakes(explicit=False):
+def dy_dx_mistakes(explain=False):
     """(wrong dy_dx, message) for the usual slips on the two paths from x to y."""
     s, c, e = sympy.sin(X**2), sympy.cos(X**2), sympy.exp(3 * X)
     table = [
@@ -153,7 +153,7 @@ def dy_dx_mistakes(explicit=False):
         ((2 * X * c * e) * (3 * s * e), "you multiplied the two paths; the multivariate chain "
          "rule MULTIPLIES along a path and ADDS the contributions of the paths."),
     ]
-    return [(wrong, _text(message, explicit)) for wrong, message in table]
+    return [(wrong, _text(message, explain)) for wrong, message in table]
 
 
 DY_DX_HINT = ("the multivariable chain rule: one term per path from x to y (through u and "
@@ -164,11 +164,11 @@ DY_DX_HINT = ("the multivariable chain rule: one term per path from x to y (thro
 DY_DX = (2 * X * sympy.cos(X**2) + 3 * sympy.sin(X**2)) * sympy.exp(3 * X)
 
 
-def check_dy_dx(t, answer, *, domain, points, explicit=False):
+def check_dy_dx(t, answer, *, domain, points, explain=False):
     """dy_dx for y = sin(x**2) * exp(3x), in x only."""
     check_expression(t, answer, DY_DX, [X], "dy_dx", domain=domain,
-                     points=points, mistakes=dy_dx_mistakes(explicit),
-                     hint=_text(DY_DX_HINT, explicit),
+                     points=points, mistakes=dy_dx_mistakes(explain),
+                     hint=_text(DY_DX_HINT, explain),
                      symbols_hint="substitute u = x**2 and v = 3*x (e.g. expr.subs({u: "
                                   "u_of_x, v: v_of_x})) so that dy_dx depends on x only.")
 
@@ -212,12 +212,12 @@ def _at(x):
     return f"result at large |x| (up to {np.abs(x).max():g})"
 
 
-def check_activation_grad(t, grad_fn, activation, x, *, explicit=False):
+def check_activation_grad(t, grad_fn, activation, x, *, explain=False):
     """grad_fn(x) must be torch.<activation>'s derivative at x, shape and values, x unchanged.
     At large |x| a wrong value is told as overflow, not with the exercise's hint."""
     x = np.asarray(x, dtype=np.float64)
     what = _at(x)
-    hint = _text(ACTIVATION_HINTS[activation], explicit) if what == "result" else None
+    hint = _text(ACTIVATION_HINTS[activation], explain) if what == "result" else None
     t.check_values(grad_fn, torch_derivative(activation), (x,), what=what, hint=hint)
 
 
@@ -262,7 +262,7 @@ def targets(t, k):
     return [np.eye(k)[t.labels(1, k)[0]], w / w.sum()]
 
 
-def check_softmax_ce_grad(t, softmax_ce_grad, z, y, *, explicit=False):
+def check_softmax_ce_grad(t, softmax_ce_grad, z, y, *, explain=False):
     """softmax_ce_grad(z, y) must be torch's gradient, z and y unchanged. For large logits a
     wrong value is told as overflow, not with the exercise's hint."""
     z, y = np.asarray(z, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -272,4 +272,4 @@ def check_softmax_ce_grad(t, softmax_ce_grad, z, y, *, explicit=False):
     what = (f"result for large logits (|z| up to {biggest:g}), {kind}" if large else
             f"result for K = {z.size}, {kind}")
     t.check_values(softmax_ce_grad, torch_softmax_ce_grad, (z, y), what=what,
-                   hint=None if large else _text(SOFTMAX_CE_HINT, explicit))
+                   hint=None if large else _text(SOFTMAX_CE_HINT, explain))

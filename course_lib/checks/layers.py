@@ -10,10 +10,10 @@ numbers, in the same order), then reaches the student's function through `t.chec
 
     with suite("test_relu_hidden") as t:
         for shape in [(5, 3), (), (2048, 2560)]:
-            L.check_activation(t, "relu", relu, shape, explicit=True)
+            L.check_activation(t, "relu", relu, shape, explain=True)
 
 A visible test's hints nudge: they name the rule, axis or shape to look at, never the formula
-(a student reads them in the released notebook). `explicit=True`, for the hidden tests, names
+(a student reads them in the released notebook). `explain=True`, for the hidden tests, names
 the formula too.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ NUDGES = {
     "softmax_cross_entropy": CROSS_ENTROPY_NUDGE,
 }
 
-# ... and the explanations of the hidden ones (explicit=True), formula included
+# ... and the explanations of the hidden ones (explain=True), formula included
 EXPLAINED = {
     "affine": {
         "x": "dL/dx = g @ w.T: (N, M) @ (M, D) -> (N, D).",
@@ -109,9 +109,9 @@ EXPLAINED = {
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 
-def hints(name, explicit=False):
-    """The hints for `name`'s output and gradients: nudges, or with `explicit` the formulas."""
-    return (EXPLAINED if explicit else NUDGES)[name]
+def hints(name, explain=False):
+    """The hints for `name`'s output and gradients: nudges, or with `explain` the formulas."""
+    return (EXPLAINED if explain else NUDGES)[name]
 
 
 def torch_twin(name):
@@ -132,56 +132,56 @@ def distinct_sizes(t, count, low, high):
     return tuple(int(v) for v in t.rng.choice(np.arange(low, high), size=count, replace=False))
 
 
-def check_vjp(t, name, f, inputs, *, grads=None, explicit=False):
+def check_vjp(t, name, f, inputs, *, grads=None, explain=False):
     """`f(*inputs) -> (out, vjp)` against its torch twin, with the hints of `name`."""
     __tracebackhide__ = True  # IPython: show the student's code, not ours
     t.check_vjp(f, torch_twin(name), inputs, name=name, grads=grads,
-                hints=hints(name, explicit))
+                hints=hints(name, explain))
 
 
-def check_affine(t, affine, n, d, m, *, w_scale=1.0, explicit=False):
+def check_affine(t, affine, n, d, m, *, w_scale=1.0, explain=False):
     """`affine(x, w, b)` with x (n, d), w (d, m) (times `w_scale`) and b (m,)."""
     __tracebackhide__ = True
     x, w, b = t.randn(n, d), t.randn(d, m, scale=w_scale), t.randn(m)
-    check_vjp(t, "affine", affine, {"x": x, "w": w, "b": b}, explicit=explicit)
+    check_vjp(t, "affine", affine, {"x": x, "w": w, "b": b}, explain=explain)
 
 
-def check_activation(t, name, f, shape, *, scale=1.0, explicit=False):
+def check_activation(t, name, f, shape, *, scale=1.0, explain=False):
     """Activation `name` on normal values of `shape` times `scale` (relu's kept off its kink)."""
     __tracebackhide__ = True
     draw = t.away_from_zero if name == "relu" else t.randn
-    check_activation_at(t, name, f, draw(*shape, scale=scale), explicit=explicit)
+    check_activation_at(t, name, f, draw(*shape, scale=scale), explain=explain)
 
 
-def check_activation_at(t, name, f, x, *, explicit=False):
+def check_activation_at(t, name, f, x, *, explain=False):
     """Activation `name` (one of ACTIVATIONS) at the given values `x`."""
     __tracebackhide__ = True
-    check_vjp(t, name, f, {"x": np.asarray(x, dtype=np.float64)}, explicit=explicit)
+    check_vjp(t, name, f, {"x": np.asarray(x, dtype=np.float64)}, explain=explain)
 
 
-def check_mse_loss(t, mse_loss, shape, *, scale=1.0, explicit=False):
+def check_mse_loss(t, mse_loss, shape, *, scale=1.0, explain=False):
     """`mse_loss(pred, target)` on arrays of `shape` (pred times `scale`); only pred's gradient."""
     __tracebackhide__ = True
     pred, target = t.randn(*shape, scale=scale), t.randn(*shape)
     check_vjp(t, "mse_loss", mse_loss, {"pred": pred, "target": target}, grads=["pred"],
-              explicit=explicit)
+              explain=explain)
 
 
-def check_cross_entropy(t, f, rows, classes, *, scale=1.0, correct_shift=0.0, explicit=False):
+def check_cross_entropy(t, f, rows, classes, *, scale=1.0, correct_shift=0.0, explain=False):
     """`softmax_cross_entropy` on (rows, classes) normal logits times `scale`, random labels;
     `correct_shift` is added to each row's logit of its label (-1000: far below the others)."""
     __tracebackhide__ = True
     logits, labels = t.randn(rows, classes, scale=scale), t.labels(rows, classes)
     if correct_shift:
         logits[np.arange(rows), labels] += correct_shift
-    check_cross_entropy_at(t, f, logits, labels, explicit=explicit)
+    check_cross_entropy_at(t, f, logits, labels, explain=explain)
 
 
-def check_cross_entropy_at(t, f, logits, labels, *, explicit=False):
+def check_cross_entropy_at(t, f, logits, labels, *, explain=False):
     """`softmax_cross_entropy(logits, labels)` at the given values; only the logits' gradient."""
     __tracebackhide__ = True
     check_vjp(t, "softmax_cross_entropy", f, {"logits": logits, "labels": labels},
-              grads=["logits"], explicit=explicit)
+              grads=["logits"], explain=explain)
 
 
 # ---- the MLP: mlp_loss_and_grads(params, x, labels) -> (loss, [(gW, gb), ...]) ----------------
@@ -230,13 +230,13 @@ def describe_structure(value):
     return f"{type(value).__name__}"
 
 
-def layer_hint(i, layers, explicit=False):
+def layer_hint(i, layers, explain=False):
     """Where layer i's gradients come from, for the first wrong one (the last layer first)."""
     if i == layers - 1:
-        return LAST_LAYER_HINT[explicit]
+        return LAST_LAYER_HINT[explain]
     return (f"layer {i + 2}'s gradients are right, so look at the step back from layer "
             f"{i + 2} to layer {i + 1}: g goes through layer {i + 2}'s affine vjp "
-            f"({INPUT_GRADIENT[explicit]}), then through the ReLU mask of layer {i + 1}'s "
+            f"({INPUT_GRADIENT[explain]}), then through the ReLU mask of layer {i + 1}'s "
             f"output (zero where the pre-activation was <= 0), before layer {i + 1}'s affine "
             "vjp.")
 
@@ -257,7 +257,7 @@ def _check_grads_structure(what, grads, layers):
                          f"{describe_structure(grads)}.")
 
 
-def check_mlp(t, f, sizes, rows, *, explicit=False):
+def check_mlp(t, f, sizes, rows, *, explain=False):
     """`f(params, x, labels)` for random params of layer `sizes` and `rows` examples: the loss,
     then every gradient from the last layer back (the first wrong one is where the bug sits);
     params, x and labels must be left as they were."""
@@ -281,7 +281,7 @@ def check_mlp(t, f, sizes, rows, *, explicit=False):
     _check_grads_structure(what, grads, layers)
     for i in reversed(range(layers)):                  # the last layer first: errors flow back
         for k, param in enumerate("Wb"):
-            assert_close(grads[i][k], grads_ref[i][k], hint=layer_hint(i, layers, explicit),
+            assert_close(grads[i][k], grads_ref[i][k], hint=layer_hint(i, layers, explain),
                          context={"x": x},
                          what=f"{what}: gradient of {param}{i + 1} (layer {i + 1} of {layers})")
     assert_unchanged(name, got["args"], [a for pair in params for a in pair] + [x, labels])

@@ -2,7 +2,7 @@
 transformer block and a training run, against torch (the block: the torch twin in
 `course_lib.transformer`). Student code is reached only through `t.run`, with data.
 
-A test cell names its cases; hidden cells add cases of the same calls, with `explicit=True`
+A test cell names its cases; hidden cells add cases of the same calls, with `explain=True`
 for the hints that give the formula (a visible test names the idea only):
 
     from course_lib.checks import suite
@@ -110,9 +110,9 @@ EXPLICIT_HINTS = {
 }
 
 
-def hints_for(layer, explicit=False):
+def hints_for(layer, explain=False):
     """{argument: hint} for a layer's check: the visible wording, or the formula too."""
-    return {**HINTS[layer], **(EXPLICIT_HINTS[layer] if explicit else {})}
+    return {**HINTS[layer], **(EXPLICIT_HINTS[layer] if explain else {})}
 
 
 def torch_softmax(x, axis=-1):
@@ -142,29 +142,29 @@ def torch_attention(q, k, v, causal=False):
     return torch.softmax(scores, dim=-1) @ v
 
 
-def check_softmax(t, softmax, x, axis=None, *, explicit=False):
+def check_softmax(t, softmax, x, axis=None, *, explain=False):
     """`softmax(x, axis) -> (y, vjp)` against torch; without `axis` its default (the last)."""
     __tracebackhide__ = True  # IPython: show the student's code, not ours
     inputs = {"x": x} if axis is None else {"x": x, "axis": axis}
     t.check_vjp(softmax, torch_softmax, inputs, grads=["x"],
-                hints=hints_for("softmax", explicit))
+                hints=hints_for("softmax", explain))
 
 
-def check_layer_norm(t, layer_norm, x, gamma, beta, *, explicit=False):
+def check_layer_norm(t, layer_norm, x, gamma, beta, *, explain=False):
     """`layer_norm(x, gamma, beta) -> (y, vjp)` against torch, all three gradients."""
     __tracebackhide__ = True  # IPython: show the student's code, not ours
     t.check_vjp(layer_norm, torch_layer_norm, {"x": x, "gamma": gamma, "beta": beta},
-                hints=hints_for("layer_norm", explicit))
+                hints=hints_for("layer_norm", explain))
 
 
-def check_embedding(t, embedding, ids, table, *, explicit=False):
+def check_embedding(t, embedding, ids, table, *, explain=False):
     """`embedding(ids, table) -> (out, vjp)` against torch; the vjp gives gtable only."""
     __tracebackhide__ = True  # IPython: show the student's code, not ours
     t.check_vjp(embedding, torch_embedding, {"ids": ids, "table": table}, grads=["table"],
-                hints=hints_for("embedding", explicit))
+                hints=hints_for("embedding", explain))
 
 
-def check_attention(t, attention, q, k, v, causal=None, *, explicit=False):
+def check_attention(t, attention, q, k, v, causal=None, *, explain=False):
     """`attention(q, k, v, causal) -> (out, vjp)` against torch; without `causal` its default
     (no mask)."""
     __tracebackhide__ = True  # IPython: show the student's code, not ours
@@ -172,7 +172,7 @@ def check_attention(t, attention, q, k, v, causal=None, *, explicit=False):
     if causal is not None:
         inputs["causal"] = causal
     t.check_vjp(attention, torch_attention, inputs, grads=["q", "k", "v"],
-                hints=hints_for("attention", explicit))
+                hints=hints_for("attention", explain))
 
 
 def random_ids(t, batch, length, vocab):
