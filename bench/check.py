@@ -2,8 +2,8 @@
 check of `Tensor` step (a), `course check --only Tensor` cold (`--cold`: everything started in
 the command) and warm (the kept-warm helper that the first check left, as a learner trying
 variants meets it; median of 3), the full check and `jupyter nbconvert --execute` of a solved
-notebook 04; then where the time of both `--only` rows goes. One run each otherwise (the
-release of the full check is cached first). The helper lives in a runtime folder of the
+notebook 04 (best of two, taking turns); then where the time of both `--only` rows goes. One
+run each otherwise (the release of the full check is cached first). The helper lives in a runtime folder of the
 bench's own and is stopped at the end.
 
     .venv/bin/python bench/check.py
@@ -131,10 +131,15 @@ def main():
         warm_only, warm_stderr = warm_checks(course, work)
         stop_helpers()
         timed(course + ["--only", "Tensor_graph", "--cold"], work)
-        full, _ = timed(course, work)
-        nbconvert, _ = timed([os.path.join(BIN, "jupyter"), "nbconvert", "--to", "notebook",
-                              "--execute", "--output", os.path.join(work, "out.ipynb"), mine],
-                             work)
+        nbconvert_args = [os.path.join(BIN, "jupyter"), "nbconvert", "--to", "notebook",
+                          "--execute", "--output", os.path.join(work, "out.ipynb"), mine]
+        # taking turns, best of two: the first full run after a quiet spell reads what the
+        # shorter checks never touched, which would otherwise count against it alone
+        full_runs, nbconvert_runs = [], []
+        for _ in range(2):
+            full_runs.append(timed(course, work)[0])
+            nbconvert_runs.append(timed(nbconvert_args, work)[0])
+        full, nbconvert = min(full_runs), min(nbconvert_runs)
     finally:
         stop_helpers()
         shutil.rmtree(work, ignore_errors=True)
