@@ -176,7 +176,7 @@ def graded(tmp_path_factory):
     source = course.path("source", "tiny", "tiny.ipynb")
     os.makedirs(course.path("submitted", "symlink_notebook", "tiny"))
     os.symlink(source, course.path("submitted", "symlink_notebook", "tiny", "tiny.ipynb"))
-    folder = _put(course, "symlink_timestamp", submission(WRONG))
+    folder = _put(course, "symlink_timestamp", submission(CORRECT))  # late work, "on time"
     course.secret()
     os.symlink(course.path(".grading_secret"), os.path.join(folder, "timestamp.txt"))
     os.makedirs(course.path("submitted", "symlink_folder"))

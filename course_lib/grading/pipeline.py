@@ -176,6 +176,11 @@ def _copy_small_file(path, dest, reasons):
         data = wire.read_regular(path, 4096)
     except wire.WireError:
         data = None
+    if data is None and name == "timestamp.txt":
+        # ignoring it would grade the hand-in as never late, as a bad date would
+        raise ValueError("timestamp.txt is not a regular file (a link, a folder or larger than "
+                         "4 KB); not graded: collect it again with `nbgrader collect`, which "
+                         "writes this file")
     if data is None:
         reasons.append(f"{name} is not a regular file: ignored")
         return
