@@ -126,5 +126,6 @@ def test_the_rules_find_a_long_cell_and_a_copied_line():
         "hidden lines (>= 25 chars)": 4, "of them repeating a visible line": 1}
 
 
-if __name__ == "__main__":
-    print(table())
+if __name__ == "__main__":  # python -m tests.test_test_cells [another tree, e.g. an old commit's]
+    root = sys.argv[1] if len(sys.argv) > 1 else REPO
+    print(table(sorted(glob.glob(os.path.join(root, "source", "*", "*.ipynb")))))
